@@ -1,0 +1,367 @@
+"""The one typed configuration of the project.
+
+`params.yaml` is read here, once, validated against the dataclasses below, and the
+resulting `Config` is passed down. No other module opens `params.yaml`.
+
+Every key the pipeline understands is declared in this file, with its type and, where it
+matters, its allowed range or values (`field(..., metadata=...)` via `_f`). A key that is
+not declared, a value of the wrong type, out of range, or not among the allowed values is
+an error that names the key, the file, and what would have been accepted.
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+EMOTIONS: tuple[str, ...] = (
+    "neutral", "angry", "contempt", "disgusted", "fear", "happy", "sad", "surprised",
+)  # MEAD's eight, in MEAD's folder spelling; index i is the emotion id everywhere.
+MOUTH_INDICES: tuple[int, ...] = tuple(range(48, 68))  # iBUG-68 points 48-67
+
+
+class ConfigError(ValueError):
+    """A params file that does not match the schema. The message names key and file."""
+
+
+def _f(default: Any, *, lo: float | None = None, hi: float | None = None,
+       doc: str = "") -> Any:
+    """A dataclass field with an inclusive numeric range (checked on load)."""
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda d=default: typing.cast(Any, type(d)(d)),
+                     metadata={"lo": lo, "hi": hi, "doc": doc})
+    return field(default=default, metadata={"lo": lo, "hi": hi, "doc": doc})
+
+
+# ----------------------------------------------------------------------------- sections
+@dataclass
+class PreprocessConfig:
+    workers: int = _f(2, lo=1, hi=256, doc="worker processes for clip-level parallelism")
+    max_reject_fraction: float = _f(0.2, lo=0.0, hi=1.0,
+                                    doc="a stage fails when more clips than this are rejected")
+    ffmpeg: str = _f("", doc="ffmpeg binary; empty = PATH, then imageio-ffmpeg's bundled one")
+
+
+@dataclass
+class DemoConfig:
+    seed: int = _f(0, lo=0)
+    speakers: int = _f(6, lo=1, hi=16)
+    emotions: list[str] = _f(list(EMOTIONS))
+    levels: list[int] = _f([1, 2, 3])
+    clips_per_condition: int = _f(1, lo=1, hi=50, doc="clips per speaker x emotion x level")
+    min_duration_s: float = _f(2.0, lo=0.5, hi=30.0)
+    fps: int = _f(30, lo=1, hi=120)
+    frame_px: int = _f(256, lo=128, hi=1920, doc="square video size of the generated clips")
+    visual_lead_ms: float = _f(40.0, lo=0.0, hi=200.0,
+                               doc="how far mouth motion leads the acoustic onset")
+    out: str = _f("data/demo")
+
+
+@dataclass
+class IndexConfig:
+    corpora: list[str] = _f(["demo"], doc="which of `roots` to scan: demo, mead, cremad, grid")
+    roots: dict[str, str] = _f({"demo": "data/demo/corpus", "mead": "", "cremad": "",
+                                "grid": ""})
+    max_reject_fraction: float = _f(0.2, lo=0.0, hi=1.0)
+    out: str = _f("data/index")
+
+
+@dataclass
+class SplitConfig:
+    by: Literal["speaker", "clip", "window"] = _f(
+        "speaker", doc="speaker-disjoint (default); clip-disjoint; random windows "
+                       "(the authors' code: leaky, labelled)")
+    test_speakers: list[str] = _f(["D05", "M003", "M030", "W009", "W015"])
+    val_speakers: list[str] = _f(["D04", "M005", "W011"])
+    test_only_corpora: list[str] = _f(["cremad"])
+    test_fraction: float = _f(0.1, lo=0.0, hi=0.9, doc="for by: clip | window")
+    val_fraction: float = _f(0.1, lo=0.0, hi=0.9, doc="for by: clip | window")
+    seed: int = _f(0, lo=0)
+
+
+@dataclass
+class LandmarksConfig:
+    backend: Literal["dlib", "fan"] = _f("dlib")
+    detector: Literal["hog", "cnn"] = _f("hog", doc="dlib face detector")
+    fps: int = _f(30, lo=1, hi=120)
+    crop_px: int = _f(256, lo=64, hi=1024)
+    crop_scale: float = _f(1.6, lo=1.0, hi=4.0, doc="crop side / detected face size")
+    recrop_tolerance: float = _f(0.15, lo=0.0, hi=1.0,
+                                 doc="re-crop when the face centre leaves the crop by this share")
+    detect_every: int = _f(30, lo=1, hi=10000, doc="frames between forced re-detections")
+    min_track_confidence: float = _f(0.6, lo=0.0, hi=1.0)
+    smoothing: int = _f(0, lo=0, hi=15, doc="temporal smoothing window in frames (0 = off)")
+    keep_frames: Literal["identity", "all"] = _f("identity")
+    max_gap_frames: int = _f(5, lo=0, hi=300, doc="face dropouts bridged by interpolation")
+    min_face_fraction: float = _f(0.9, lo=0.0, hi=1.0,
+                                  doc="reject a clip with a face in fewer frames than this")
+    fan_weights_dir: str = _f("", doc="local directory with face-alignment weights")
+    max_reject_fraction: float = _f(0.2, lo=0.0, hi=1.0)
+    clips_per_shard: int = _f(64, lo=1, hi=100000)
+    out: str = _f("data/landmarks")
+
+
+@dataclass
+class AudioConfig:
+    sample_rate_hz: int = _f(16000, lo=8000, hi=48000)
+    min_rms: float = _f(1e-3, lo=0.0, hi=1.0, doc="RMS below this is a `silent` reject")
+    max_av_mismatch_s: float = _f(0.5, lo=0.0, hi=60.0,
+                                  doc="longer audio/video mismatch is a reject; shorter is trimmed")
+    max_reject_fraction: float = _f(0.2, lo=0.0, hi=1.0)
+    clips_per_shard: int = _f(64, lo=1, hi=100000)
+    out: str = _f("data/audio")
+
+
+@dataclass
+class FeaturesConfig:
+    format: Literal["parquet", "npz"] = _f("parquet")
+    n_mels: int = _f(80, lo=8, hi=256)
+    n_fft: int = _f(512, lo=64, hi=4096)
+    win_length: int = _f(400, lo=16, hi=4096)
+    hop_length: int = _f(160, lo=16, hi=4096, doc="160 samples at 16 kHz = 100 mel frames/s")
+    wav2vec2: str = _f("facebook/wav2vec2-base-960h", doc="hub id or local directory")
+    wav2vec2_fallback: Literal["random", "error"] = _f(
+        "random", doc="when wav2vec2 cannot be loaded: seeded random weights (recorded) or fail")
+    batch_seconds: float = _f(60.0, lo=1.0, hi=3600.0, doc="audio per wav2vec2 batch")
+    half_precision: bool = _f(True, doc="fp16 on CUDA (ignored on CPU)")
+    max_reject_fraction: float = _f(0.2, lo=0.0, hi=1.0)
+    clips_per_shard: int = _f(64, lo=1, hi=100000)
+    out: str = _f("data/features")
+
+
+@dataclass
+class WindowsConfig:
+    frames: int = _f(30, lo=2, hi=300, doc="window length: 30 frames = 1 s at 30 fps")
+    stride_frames: int = _f(15, lo=1, hi=300)
+    identity: Literal["clip", "speaker_neutral", "window_first"] = _f(
+        "clip", doc="window_first is the authors' choice; it leaks the window's pose")
+    identity_frame: int = _f(0, lo=0, doc="which frame of the clip is its reference frame")
+    out: str = _f("data/windows")
+
+
+@dataclass
+class KANConfig:
+    hidden: list[int] = _f([512], doc="hidden widths; the authors' KAN is [68, 512, 68]")
+    grid_size: int = _f(5, lo=1, hi=100)
+    spline_order: int = _f(3, lo=1, hi=5)
+    grid_range: list[float] = _f([-1.0, 1.0])
+    scale_noise: float = _f(0.1, lo=0.0, hi=10.0)
+    scale_base: float = _f(1.0, lo=0.0, hi=10.0)
+    scale_spline: float = _f(1.0, lo=0.0, hi=10.0)
+
+
+@dataclass
+class ModelConfig:
+    fusion: Literal["kan", "mlp", "none"] = _f("kan", doc="Table 2: proposed / repl MLP / w/o KFusion")
+    global_domain: bool = _f(True, doc="Table 2: false = w/o Global")
+    lstm: bool = _f(True, doc="Table 2: false = w/o LSTM")
+    global_input: Literal["mel", "wav2vec2"] = _f("mel", doc="text: raw signal (mel); code: wav2vec2")
+    target: Literal["offset", "absolute"] = _f("offset",
+                                               doc="predict offsets from the identity, or positions")
+    d_model: int = _f(128, lo=8, hi=2048)
+    n_heads: int = _f(4, lo=1, hi=64)
+    encoder_layers: int = _f(2, lo=1, hi=24)
+    decoder_layers: int = _f(1, lo=1, hi=24)
+    lstm_hidden: int = _f(256, lo=8, hi=4096)
+    dropout: float = _f(0.1, lo=0.0, hi=0.9)
+    emotion_embedding: Literal["label", "predicted"] = _f("label")
+    coord_low_px: float = _f(56.0, doc="min-max bounds for normalised coordinates (authors' 56)")
+    coord_high_px: float = _f(243.0, doc="(authors' 243) in the 256 crop")
+    kan: KANConfig = field(default_factory=KANConfig)
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = _f(30, lo=1, hi=100000, doc="paper: 200 on MEAD; demo default smaller")
+    batch_size: int = _f(32, lo=1, hi=65536)
+    lr: float = _f(3e-4, lo=0.0, hi=1.0)
+    eta_min: float = _f(1e-6, lo=0.0, hi=1.0)
+    weight_decay: float = _f(0.0, lo=0.0, hi=1.0)
+    mouth_weight: float = _f(0.8, lo=0.0, hi=1.0, doc="loss = (1-w) MSE(all) + w MSE(mouth)")
+    grad_clip: float = _f(1.0, lo=0.0, hi=1e6, doc="0 = off")
+    amp: bool = _f(True, doc="mixed precision on CUDA; ignored on CPU")
+    num_workers: int = _f(0, lo=0, hi=64)
+    emotion_classifier_epochs: int = _f(20, lo=0, hi=10000)
+    out: str = _f("models")
+
+
+@dataclass
+class MetricsConfig:
+    definition: Literal["paper", "reference", "both"] = _f(
+        "paper", doc="paper = Eq. 13-15 in px; reference = the authors' code (labelled)")
+
+
+@dataclass
+class EvaluateConfig:
+    batch_size: int = _f(64, lo=1, hi=65536)
+    qualitative_windows: int = _f(4, lo=0, hi=64)
+    out: str = _f("metrics")
+
+
+@dataclass
+class Config:
+    seed: int = _f(1234, lo=0)
+    device: Literal["auto", "cpu", "cuda"] = _f("auto")
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    demo: DemoConfig = field(default_factory=DemoConfig)
+    index: IndexConfig = field(default_factory=IndexConfig)
+    split: SplitConfig = field(default_factory=SplitConfig)
+    landmarks: LandmarksConfig = field(default_factory=LandmarksConfig)
+    audio: AudioConfig = field(default_factory=AudioConfig)
+    features: FeaturesConfig = field(default_factory=FeaturesConfig)
+    windows: WindowsConfig = field(default_factory=WindowsConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+
+
+# ----------------------------------------------------------------------------- checks
+_CROSS_CHECKS: list[typing.Callable[[Config], str | None]] = [
+    lambda c: None if set(c.demo.emotions) <= set(EMOTIONS)
+    else f"demo.emotions: unknown emotion in {c.demo.emotions}; allowed: {list(EMOTIONS)}",
+    lambda c: None if set(c.demo.levels) <= {1, 2, 3}
+    else f"demo.levels: {c.demo.levels}; allowed: subsets of [1, 2, 3]",
+    lambda c: None if set(c.index.corpora) <= {"demo", "mead", "cremad", "grid"}
+    else f"index.corpora: {c.index.corpora}; allowed: demo, mead, cremad, grid",
+    lambda c: None if set(c.index.roots) <= {"demo", "mead", "cremad", "grid"}
+    else f"index.roots: unknown corpus in {sorted(c.index.roots)}; allowed: demo, mead, cremad, grid",
+    lambda c: None if len(c.model.kan.grid_range) == 2 and c.model.kan.grid_range[0] < c.model.kan.grid_range[1]
+    else f"model.kan.grid_range: {c.model.kan.grid_range}; expected [low, high] with low < high",
+    lambda c: None if c.model.d_model % c.model.n_heads == 0
+    else f"model.d_model: {c.model.d_model} is not divisible by model.n_heads={c.model.n_heads}",
+    lambda c: None if c.model.coord_low_px < c.model.coord_high_px
+    else "model.coord_low_px must be below model.coord_high_px",
+    lambda c: None if c.features.win_length <= c.features.n_fft
+    else f"features.win_length: {c.features.win_length} exceeds features.n_fft={c.features.n_fft}",
+    lambda c: None if all(h >= 1 for h in c.model.kan.hidden)
+    else f"model.kan.hidden: {c.model.kan.hidden}; widths must be >= 1",
+]
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any, key: str, src: str) -> Any:
+    """Check `value` against annotation `tp`; return it (ints widen to float)."""
+    origin = typing.get_origin(tp)
+    bad = ConfigError(f"{src}: {key}: expected {_type_name(tp)}, got {value!r} "
+                      f"({type(value).__name__})")
+    if origin is Literal:
+        allowed = typing.get_args(tp)
+        if value not in allowed:
+            raise ConfigError(f"{src}: {key}: {value!r} is not allowed; allowed values: "
+                              + ", ".join(repr(a) for a in allowed))
+        return value
+    if origin in (list, tuple):
+        (item_tp,) = typing.get_args(tp)[:1]
+        if not isinstance(value, list):
+            raise bad
+        return [_coerce(v, item_tp, f"{key}[{i}]", src) for i, v in enumerate(value)]
+    if origin is dict:
+        k_tp, v_tp = typing.get_args(tp)
+        if not isinstance(value, dict):
+            raise bad
+        return {_coerce(k, k_tp, f"{key} (a key)", src): _coerce(v, v_tp, f"{key}.{k}", src)
+                for k, v in value.items()}
+    if origin in (typing.Union, types.UnionType):
+        for alt in typing.get_args(tp):
+            try:
+                return _coerce(value, alt, key, src)
+            except ConfigError:
+                continue
+        raise bad
+    if tp is type(None):
+        if value is not None:
+            raise bad
+        return None
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise bad
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise bad
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise bad
+        return value
+    raise TypeError(f"schema error: unsupported annotation {tp!r} for {key}")
+
+
+def _build(cls: type, data: Any, prefix: str, src: str) -> Any:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{src}: {prefix.rstrip('.') or '(top level)'}: expected a mapping, "
+                          f"got {data!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(f"{src}: unknown key {prefix}{unknown[0]!s}; allowed keys under "
+                          f"{prefix.rstrip('.') or 'the top level'}: {', '.join(sorted(fields))}")
+    kwargs: dict[str, Any] = {}
+    for name, value in data.items():
+        f, tp, key = fields[name], hints[name], prefix + name
+        if dataclasses.is_dataclass(tp):
+            kwargs[name] = _build(tp, value, key + ".", src)
+            continue
+        value = _coerce(value, tp, key, src)
+        lo, hi = f.metadata.get("lo"), f.metadata.get("hi")
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if (lo is not None and value < lo) or (hi is not None and value > hi):
+                rng = f"[{lo if lo is not None else '-inf'}, {hi if hi is not None else 'inf'}]"
+                raise ConfigError(f"{src}: {key}: {value!r} is out of range; allowed: {rng}")
+        kwargs[name] = value
+    return cls(**kwargs)
+
+
+def from_dict(data: dict, source: str = "<dict>") -> Config:
+    cfg = _build(Config, data, "", source)
+    for check in _CROSS_CHECKS:
+        msg = check(cfg)
+        if msg:
+            raise ConfigError(f"{source}: {msg}")
+    return cfg
+
+
+def load(path: str | Path = "params.yaml") -> Config:
+    """Read and validate a params file. Raises ConfigError naming key and file."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"{path}: no such params file (run from the repository root, "
+                          f"or pass --params)")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    return from_dict(data, str(path))
+
+
+def to_dict(cfg: Any) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def dump(cfg: Any, path: str | Path) -> None:
+    """Write the config a stage ran with beside its outputs (atomically)."""
+    from pipeline.io import atomic_write_text
+    atomic_write_text(Path(path), yaml.safe_dump(to_dict(cfg), sort_keys=False))
+
+
+def default_dict() -> dict:
+    return to_dict(Config())
