@@ -1,0 +1,280 @@
+"""Scan corpora as distributed into one manifest of paired clips, with splits.
+
+Layouts (see docs/data.md):
+- MEAD / demo: `<SPK>/video/front/<emotion>/level_<n>/<id>.mp4` + `<SPK>/audio/<emotion>/level_<n>/<id>.m4a`,
+  extracted, or MEAD's per-speaker `<SPK>/video.tar` / `<SPK>/audio.tar` (members extracted on
+  demand, front camera only, into a cache folder).
+- CREMA-D: `AudioWAV/<actor>_<sentence>_<EMO>_<LVL>.wav` + `VideoFlash/<same>.flv`.
+- GRID: `s<N>/<id>.mpg` (audio in the same container), optional `alignments/s<N>/<id>.align`.
+
+A clip is a (corpus, speaker, emotion, level, id) key with one video and one audio file.
+Anything that cannot become one (no partner, unknown emotion, unreadable file) is a reject.
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+import tarfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+import pyarrow as pa
+
+from kfusion.config import EMOTIONS, SplitConfig
+from pipeline.io import atomic_path
+from pipeline.media import MediaError, probe
+
+MANIFEST_SCHEMA = pa.schema([
+    ("clip_id", pa.string()), ("corpus", pa.string()), ("speaker", pa.string()),
+    ("emotion", pa.string()), ("emotion_id", pa.int64()), ("level", pa.int64()),
+    ("video_path", pa.string()), ("audio_path", pa.string()),
+    ("video_duration_s", pa.float64()), ("audio_duration_s", pa.float64()),
+    ("split", pa.string()), ("gt_key", pa.string()), ("text", pa.string()),
+])
+
+CREMAD_EMOTIONS = {"ANG": "angry", "DIS": "disgusted", "FEA": "fear", "HAP": "happy",
+                   "NEU": "neutral", "SAD": "sad"}
+# LO/MD/HI map onto MEAD's levels 1-3; XX ("unspecified", every sentence but IEO) is 0.
+CREMAD_LEVELS = {"LO": 1, "MD": 2, "HI": 3, "XX": 0}
+CREMAD_SENTENCES = {
+    "IEO": "It's eleven o'clock", "TIE": "That is exactly what happened",
+    "IOM": "I'm on my way to the meeting", "IWW": "I wonder what this is about",
+    "TAI": "The airplane is almost full", "MTI": "Maybe tomorrow it will be cold",
+    "IWL": "I would like a new alarm clock", "ITH": "I think I have a doctor's appointment",
+    "DFA": "Don't forget a jacket", "ITS": "I think I've seen this before",
+    "TSI": "The surface is slick", "WSI": "We'll stop in a couple of minutes",
+}
+VIDEO_EXT = (".mp4",)
+AUDIO_EXT = (".m4a", ".aac", ".wav")
+
+
+@dataclass
+class Candidate:
+    """One clip found on disk, before probing."""
+    corpus: str
+    speaker: str
+    emotion: str
+    level: int
+    clip: str
+    video_path: str = ""
+    audio_path: str = ""
+    text: str = ""
+    problems: list[tuple[str, str]] = field(default_factory=list)  # (reason, message)
+
+    @property
+    def clip_id(self) -> str:
+        return f"{self.corpus}:{self.speaker}:{self.emotion}:{self.level}:{self.clip}"
+
+    @property
+    def gt_key(self) -> str:
+        return f"{self.speaker}|{self.emotion}|{self.level}|{self.clip}" if self.corpus == "demo" else ""
+
+
+# ----------------------------------------------------------------------------- MEAD layout
+_LEVEL = re.compile(r"level_(\d+)$")
+
+
+def _mead_key(parts: tuple[str, ...]) -> tuple[str, str, str] | None:
+    """(emotion, level folder, id) from the tail `<emotion>/level_<n>/<id>.<ext>`."""
+    if len(parts) < 3:
+        return None
+    emotion, level_dir, name = parts[-3], parts[-2], parts[-1]
+    return emotion, level_dir, name.rsplit(".", 1)[0]
+
+
+def _parse_level(level_dir: str) -> int | None:
+    m = _LEVEL.match(level_dir)
+    return int(m.group(1)) if m else None
+
+
+def _add(found: dict, corpus: str, speaker: str, key: tuple[str, str, str], kind: str,
+         path: str) -> None:
+    emotion, level_dir, clip = key
+    level = _parse_level(level_dir)
+    k = (speaker, emotion, level_dir, clip)
+    c = found.get(k)
+    if c is None:
+        c = found[k] = Candidate(corpus, speaker, emotion, level if level is not None else -1, clip)
+        if emotion not in EMOTIONS:
+            c.problems.append(("unknown_emotion", f"emotion folder {emotion!r} is not one of "
+                                                  f"{list(EMOTIONS)}"))
+        if level is None or not 1 <= level <= 3:
+            c.problems.append(("unknown_level", f"level folder {level_dir!r} is not level_1..3"))
+    setattr(c, f"{kind}_path", path)
+
+
+def scan_mead_tree(spk_dir: Path, corpus: str, found: dict, kinds: Iterable[str]) -> None:
+    """Extracted `<SPK>/video/front/...` and `<SPK>/audio/...` folders."""
+    speaker = spk_dir.name
+    if "video" in kinds:
+        for p in sorted((spk_dir / "video" / "front").glob("*/*/*")):
+            if p.suffix.lower() in VIDEO_EXT:
+                _add(found, corpus, speaker, _mead_key(p.parts), "video", str(p.resolve()))
+    if "audio" in kinds:
+        for p in sorted((spk_dir / "audio").glob("*/*/*")):
+            if p.suffix.lower() in AUDIO_EXT:
+                _add(found, corpus, speaker, _mead_key(p.parts), "audio", str(p.resolve()))
+
+
+def _tar_members(tar_path: Path, kind: str) -> list[tarfile.TarInfo]:
+    """Front-camera video members (`.../video/front/<emo>/level_<n>/<id>.mp4`) or audio members."""
+    ext = VIDEO_EXT if kind == "video" else AUDIO_EXT
+    out = []
+    with tarfile.open(tar_path) as tf:
+        for m in tf:   # streams headers; no member data is read
+            if not m.isfile() or not m.name.lower().endswith(ext):
+                continue
+            parts = Path(m.name).parts
+            if kind == "video" and (len(parts) < 4 or parts[-4] != "front"):
+                continue   # MEAD ships seven camera views; the paper uses the front one
+            out.append(m)
+    return out
+
+
+def scan_mead_tar(spk_dir: Path, corpus: str, found: dict, kind: str, cache_dir: Path) -> None:
+    """Members of `<SPK>/<kind>.tar`, extracted (once) under `cache_dir/<SPK>/`."""
+    tar_path = spk_dir / f"{kind}.tar"
+    speaker = spk_dir.name
+    members = _tar_members(tar_path, kind)
+    with tarfile.open(tar_path) as tf:
+        for m in members:
+            key = _mead_key(Path(m.name).parts)
+            rel = Path(kind, "front", *key[:2], Path(m.name).name) if kind == "video" \
+                else Path(kind, *key[:2], Path(m.name).name)
+            dest = cache_dir / speaker / rel
+            if not (dest.exists() and dest.stat().st_size == m.size):
+                src = tf.extractfile(m)
+                with atomic_path(dest) as tmp, open(tmp, "wb") as fh:
+                    while chunk := src.read(1 << 20):
+                        fh.write(chunk)
+            _add(found, corpus, speaker, key, kind, str(dest.resolve()))
+
+
+def scan_mead(root: Path, corpus: str, cache_dir: Path) -> list[Candidate]:
+    found: dict = {}
+    for spk_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+        for kind in ("video", "audio"):
+            if (spk_dir / kind).is_dir():          # the extracted tree wins over the archive
+                scan_mead_tree(spk_dir, corpus, found, [kind])
+            elif (spk_dir / f"{kind}.tar").is_file():
+                scan_mead_tar(spk_dir, corpus, found, kind, cache_dir / corpus)
+    return list(found.values())
+
+
+# ----------------------------------------------------------------------------- CREMA-D, GRID
+_CREMAD = re.compile(r"^(\d+)_([A-Z]{3})_([A-Z]{3})_([A-Z]{2})$")
+
+
+def scan_cremad(root: Path) -> list[Candidate]:
+    found: dict = {}
+    for kind, folder, ext in (("audio", "AudioWAV", ".wav"), ("video", "VideoFlash", ".flv")):
+        for p in sorted((root / folder).glob(f"*{ext}")):
+            m = _CREMAD.match(p.stem)
+            if not m:
+                c = found.setdefault(p.stem, Candidate("cremad", "?", "?", -1, p.stem))
+                c.problems.append(("bad_name", f"{p.name}: not <actor>_<sentence>_<EMO>_<LVL>"))
+                setattr(c, f"{kind}_path", str(p.resolve()))
+                continue
+            actor, sentence, emo, lvl = m.groups()
+            c = found.get(p.stem)
+            if c is None:
+                emotion = CREMAD_EMOTIONS.get(emo, emo)
+                c = found[p.stem] = Candidate("cremad", actor, emotion, CREMAD_LEVELS.get(lvl, -1),
+                                              sentence, text=CREMAD_SENTENCES.get(sentence, ""))
+                if emo not in CREMAD_EMOTIONS:
+                    c.problems.append(("unknown_emotion", f"{p.name}: emotion code {emo!r} is not "
+                                                          f"one of {sorted(CREMAD_EMOTIONS)}"))
+                if lvl not in CREMAD_LEVELS:
+                    c.problems.append(("unknown_level", f"{p.name}: level {lvl!r} is not one of "
+                                                        f"{sorted(CREMAD_LEVELS)}"))
+            setattr(c, f"{kind}_path", str(p.resolve()))
+    return list(found.values())
+
+
+def read_grid_alignment(path: Path) -> str:
+    """Words of a GRID `.align` file (`start end word` lines), silences dropped."""
+    words = [ln.split()[2] for ln in path.read_text().splitlines() if len(ln.split()) == 3]
+    return " ".join(w for w in words if w not in ("sil", "sp"))
+
+
+def scan_grid(root: Path) -> list[Candidate]:
+    out = []
+    for spk_dir in sorted(p for p in root.iterdir() if p.is_dir() and re.fullmatch(r"s\d+", p.name)):
+        for p in sorted(spk_dir.rglob("*.mpg")):
+            align = root / "alignments" / spk_dir.name / f"{p.stem}.align"
+            text = read_grid_alignment(align) if align.is_file() else ""
+            path = str(p.resolve())
+            out.append(Candidate("grid", spk_dir.name, "neutral", 1, p.stem, path, path, text))
+    return out
+
+
+def scan(corpus: str, root: Path, cache_dir: Path) -> list[Candidate]:
+    if not root.is_dir():
+        raise FileNotFoundError(f"index.roots.{corpus}: {root} is not a folder (set it in "
+                                f"params.yaml, or drop {corpus!r} from index.corpora)")
+    if corpus in ("mead", "demo"):
+        return scan_mead(root, corpus, cache_dir)
+    if corpus == "cremad":
+        return scan_cremad(root)
+    if corpus == "grid":
+        return scan_grid(root)
+    raise ValueError(f"unknown corpus {corpus!r}")
+
+
+# ----------------------------------------------------------------------------- probe + split
+def check(c: Candidate, ffmpeg: str = "") -> tuple[dict | None, tuple[str, str] | None]:
+    """(manifest row, None) for a usable clip or (None, (reason, message)) for a reject."""
+    if c.problems:
+        return None, c.problems[0]
+    if not c.video_path:
+        return None, ("unpaired_audio", f"{c.audio_path}: no video for this audio")
+    if not c.audio_path:
+        return None, ("unpaired_video", f"{c.video_path}: no audio file for this video")
+    try:
+        v = probe(c.video_path, ffmpeg)
+        a = v if c.audio_path == c.video_path else probe(c.audio_path, ffmpeg)
+    except MediaError as e:
+        return None, (e.reason, e.message)
+    if not v.has_video:
+        return None, ("no_video_stream", f"{c.video_path}: no video stream")
+    row = {"clip_id": c.clip_id, "corpus": c.corpus, "speaker": c.speaker, "emotion": c.emotion,
+           "emotion_id": EMOTIONS.index(c.emotion), "level": c.level,
+           "video_path": c.video_path, "audio_path": c.audio_path,
+           "video_duration_s": v.video_duration_s,
+           # a missing audio stream is the audio stage's reject (no_audio_stream), not ours
+           "audio_duration_s": a.audio_duration_s if a.has_audio else 0.0,
+           "split": "", "gt_key": c.gt_key, "text": c.text}
+    return row, None
+
+
+def _unit(seed: int, clip_id: str) -> float:
+    """A uniform number in [0, 1) fixed by (seed, clip id): stable when clips are added."""
+    h = hashlib.sha256(f"{seed}:{clip_id}".encode()).digest()
+    return int.from_bytes(h[:8], "big") / 2.0 ** 64
+
+
+def assign_split(row: dict, cfg: SplitConfig) -> str:
+    if row["corpus"] in cfg.test_only_corpora:
+        return "test"
+    if cfg.by == "speaker":
+        names = {row["speaker"], f"{row['corpus']}:{row['speaker']}"}
+        if names & set(cfg.test_speakers):
+            return "test"
+        if names & set(cfg.val_speakers):
+            return "val"
+        return "train"
+    if cfg.by == "clip":
+        u = _unit(cfg.seed, row["clip_id"])
+        return "test" if u < cfg.test_fraction else \
+            "val" if u < cfg.test_fraction + cfg.val_fraction else "train"
+    return "train"   # by: window — the windows stage splits windows at random (leaky)
+
+
+def manifest_table(rows: list[dict]) -> pa.Table:
+    rows = sorted(rows, key=lambda r: r["clip_id"])
+    return pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA)
+
+
+def candidate_dict(c: Candidate) -> dict:
+    return asdict(c)
