@@ -29,13 +29,17 @@ if [ "$(cat "$venv/.kfusion-deps" 2>/dev/null)" != "$want" ]; then
   echo "[setup] building environment in $venv (deps $want; torch is several GB, a few minutes)" >&2
   rm -rf "$venv"
   "$py" -m venv "$venv"
-  "$venv/bin/python" -m pip install -q --upgrade pip
+  log="$venv/.install.log"
   # requirements.lock pins every transitive version this project was tested with.
-  "$venv/bin/python" -m pip install -q -c requirements.lock -e '.[dev]'
+  if ! { "$venv/bin/python" -m pip install --upgrade pip \
+         && "$venv/bin/python" -m pip install -c requirements.lock -e '.[dev]'; } >"$log" 2>&1; then
+    tail -n 30 "$log" >&2; echo "error: installing the environment failed; full log: $log" >&2; exit 1
+  fi
   echo "$want" > "$venv/.kfusion-deps"
 else
   # Reused environment: only (re)register this checkout's packages, no dependency work.
-  "$venv/bin/python" -m pip install -q --no-deps --no-build-isolation -e . >/dev/null
+  "$venv/bin/python" -m pip install -q --no-deps --no-build-isolation -e . >/dev/null 2>&1 \
+    || { echo "error: could not register this checkout in $venv (delete it to rebuild)" >&2; exit 1; }
 fi
 export PATH="$(cd "$venv" && pwd)/bin:$PATH"
 
