@@ -1,0 +1,45 @@
+"""Drawing 68-point landmarks (iBUG layout) on images, for videos, contact sheets and figures."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+# iBUG-68 contour pieces: (first, last, closed)
+PARTS: tuple[tuple[int, int, bool], ...] = (
+    (0, 16, False),   # jaw
+    (17, 21, False), (22, 26, False),   # brows
+    (27, 30, False), (31, 35, False),   # nose bridge, nostrils
+    (36, 41, True), (42, 47, True),     # eyes
+    (48, 59, True), (60, 67, True),     # outer, inner lips
+)
+
+
+def draw_landmarks(img: np.ndarray, pts: np.ndarray, color: tuple[int, int, int] = (255, 64, 64),
+                   *, thickness: int = 1, radius: int = 1) -> np.ndarray:
+    """Draw (68, 2) points (x, y in img pixels) with contour lines onto an RGB uint8 copy."""
+    out = np.ascontiguousarray(img.copy())
+    if not np.isfinite(pts).all():
+        return out
+    scale = 16  # sub-pixel precision for cv2's integer drawing API
+    p = np.round(pts * scale).astype(np.int32)
+    for a, b, closed in PARTS:
+        cv2.polylines(out, [p[a:b + 1]], closed, color, thickness, cv2.LINE_AA, shift=4)
+    for x, y in p:
+        cv2.circle(out, (int(x), int(y)), radius * scale, color, -1, cv2.LINE_AA, shift=4)
+    return out
+
+
+def neutral_canvas(size_px: int, gray: int = 235) -> np.ndarray:
+    return np.full((size_px, size_px, 3), gray, np.uint8)
+
+
+def grid(images: list[np.ndarray], cols: int, pad_px: int = 2) -> np.ndarray:
+    """Tile same-size RGB images into a contact sheet, row-major."""
+    h, w = images[0].shape[:2]
+    rows = (len(images) + cols - 1) // cols
+    sheet = np.full((rows * (h + pad_px) + pad_px, cols * (w + pad_px) + pad_px, 3), 255, np.uint8)
+    for i, im in enumerate(images):
+        r, c = divmod(i, cols)
+        y, x = pad_px + r * (h + pad_px), pad_px + c * (w + pad_px)
+        sheet[y:y + h, x:x + w] = im
+    return sheet
