@@ -1,0 +1,500 @@
+"""68-point face landmarks per 30 fps frame, in the pixels of a square 256 crop.
+
+One clip goes through three steps (docs/landmarks.md has the reasoning):
+
+1. `track_clip`: detect sparsely, then track. The face detector runs on a downscaled frame
+   only at the first frame, every `detect_every` frames, and whenever tracking confidence
+   falls under `min_track_confidence`; in between, the shape predictor runs inside a box
+   derived from the previous frame's landmarks. Landmarks are kept in source-video pixels.
+2. `postprocess`: bridge dropouts of at most `max_gap_frames` by interpolation (those frames
+   keep face_found False), optional temporal smoothing, then `plan_crops`: one square crop per
+   clip (side = crop_scale x face size), replaced only when the head leaves it by more than
+   `recrop_tolerance`.
+3. `to_crop_px`: crop_px = (video_px - [x0, y0]) * crop_px / side.
+
+Backends share one interface: `detect(gray_small) -> [(box, score)]`, `predict(image, box)
+-> (68, 2)`. `dlib` (default) loads its models from the `face_recognition_models` package;
+`fan` uses face-alignment's FAN where its weights exist locally (never downloads).
+"""
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+from kfusion.config import LandmarksConfig
+from pipeline.video import downscale
+
+N_POINTS = 68
+UPPER_FACE = np.r_[17:48]        # brows, nose, eyes: still while the mouth speaks
+PREDICTOR_FILE = "shape_predictor_68_face_landmarks.dat"
+CNN_DETECTOR_FILE = "mmod_human_face_detector.dat"
+FAN_FILE = "2DFAN4-11f355bf06.pth.tar"   # face_alignment 1.x, 2D FAN, network size 4
+
+
+class LandmarkError(RuntimeError):
+    """A backend that cannot be used here (missing model files); the message says what to do."""
+
+
+# ----------------------------------------------------------------------------- models
+def dlib_model_path(name: str) -> Path:
+    """A .dat shipped in `face_recognition_models`, found without importing it (its
+    __init__ imports pkg_resources, which newer setuptools no longer ship)."""
+    spec = importlib.util.find_spec("face_recognition_models")
+    if spec is None or not spec.submodule_search_locations:
+        raise LandmarkError("the package face_recognition_models is not installed; it ships "
+                            f"{name} (pip install face_recognition_models)")
+    for root in spec.submodule_search_locations:
+        p = Path(root) / "models" / name
+        if p.is_file():
+            return p
+    raise LandmarkError(f"{name} not found under {list(spec.submodule_search_locations)}/models")
+
+
+Box = tuple[float, float, float, float]   # left, top, right, bottom in source px
+
+
+class DlibBackend:
+    """HOG (default) or CNN (mmod) face detector + dlib's 68-point regression-tree predictor."""
+
+    def __init__(self, detector: str = "hog", upsample: int = 0):
+        import dlib
+        self.dlib = dlib
+        self.upsample = upsample
+        self.predictor = dlib.shape_predictor(str(dlib_model_path(PREDICTOR_FILE)))
+        if detector == "cnn":
+            self.cnn = dlib.cnn_face_detection_model_v1(str(dlib_model_path(CNN_DETECTOR_FILE)))
+            self.hog = None
+        else:
+            self.hog, self.cnn = dlib.get_frontal_face_detector(), None
+
+    def detect(self, image: np.ndarray) -> list[tuple[Box, float]]:
+        if self.cnn is not None:
+            found = self.cnn(image, self.upsample)
+            return [((d.rect.left(), d.rect.top(), d.rect.right(), d.rect.bottom()), float(d.confidence))
+                    for d in found]
+        rects, scores, _ = self.hog.run(image, self.upsample, 0.0)
+        return [((r.left(), r.top(), r.right(), r.bottom()), float(s)) for r, s in zip(rects, scores)]
+
+    def predict(self, image: np.ndarray, box: Box) -> np.ndarray:
+        rect = self.dlib.rectangle(*(int(round(v)) for v in box))
+        shape = self.predictor(image, rect)
+        return np.array([(p.x, p.y) for p in shape.parts()], np.float32)   # (68, 2)
+
+
+def fan_weights_path(weights_dir: str = "") -> Path:
+    """Where FAN's weights are, in torch hub layout (`<dir>/checkpoints/<file>`), or a clear error."""
+    import torch
+    dirs = [Path(weights_dir)] if weights_dir else []
+    dirs.append(Path(torch.hub.get_dir()))
+    for d in dirs:
+        for p in (d / "checkpoints" / FAN_FILE, d / FAN_FILE):
+            if p.is_file():
+                return p
+    raise LandmarkError(
+        f"landmarks.backend=fan needs face-alignment's weights {FAN_FILE}, and nothing is "
+        f"downloaded here; looked in {[str(d / 'checkpoints') for d in dirs]}. Copy the file "
+        f"(from https://www.adrianbulat.com/downloads/python-fan/{FAN_FILE}) to "
+        f"<landmarks.fan_weights_dir>/checkpoints/{FAN_FILE}, or use landmarks.backend=dlib")
+
+
+class FanBackend:
+    """face_alignment.FaceAlignment (2D FAN-4), the paper's detector. Faces are found with
+    dlib's detector (face-alignment's own S3FD would need a second download); FAN predicts."""
+
+    def __init__(self, weights_dir: str = "", detector: str = "hog", upsample: int = 0,
+                 device: str = "cpu"):
+        weights = fan_weights_path(weights_dir)
+        import torch
+        import face_alignment
+        hub = weights.parent.parent if weights.parent.name == "checkpoints" else None
+        if hub is None:   # flat layout: FaceAlignment only looks in <hub>/checkpoints
+            raise LandmarkError(f"found {weights}, but face-alignment reads it only from a "
+                                f"`checkpoints` folder: move it to {weights.parent}/checkpoints/")
+        old = torch.hub.get_dir()
+        torch.hub.set_dir(str(hub))   # the file exists there, so load_file_from_url only opens it
+        try:
+            # face_detector='dlib' on CPU is dlib's HOG (no file); on CUDA it needs the mmod file,
+            # which we pass from face_recognition_models. We give FAN our own boxes anyway.
+            self.fa = face_alignment.FaceAlignment(
+                face_alignment.LandmarksType.TWO_D, device=device, flip_input=False,
+                face_detector="dlib", compile=False,
+                face_detector_kwargs={"path_to_detector": str(dlib_model_path(CNN_DETECTOR_FILE))})
+        finally:
+            torch.hub.set_dir(old)
+        self.finder = DlibBackend(detector, upsample)
+
+    def detect(self, image: np.ndarray) -> list[tuple[Box, float]]:
+        return self.finder.detect(image)
+
+    def predict(self, image: np.ndarray, box: Box) -> np.ndarray:
+        rgb = image if image.ndim == 3 else np.repeat(image[..., None], 3, axis=2)
+        pts = self.fa.get_landmarks_from_image(rgb, detected_faces=[list(box)])
+        return np.asarray(pts[0][:, :2], np.float32)   # (68, 2)
+
+
+def make_backend(cfg: LandmarksConfig):
+    if cfg.backend == "fan":
+        return FanBackend(cfg.fan_weights_dir, cfg.detector, cfg.detect_upsample)
+    return DlibBackend(cfg.detector, cfg.detect_upsample)
+
+
+# ----------------------------------------------------------------------------- geometry
+def landmark_box(pts: np.ndarray) -> np.ndarray:
+    """(cx, cy, size) of the landmarks' bounding box; size = its longer side."""
+    lo, hi = pts.min(0), pts.max(0)
+    c = (lo + hi) / 2
+    return np.array([c[0], c[1], max(hi[0] - lo[0], hi[1] - lo[1])], np.float64)
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    """IoU of two squares given as (cx, cy, size)."""
+    ix = max(0.0, min(a[0] + a[2] / 2, b[0] + b[2] / 2) - max(a[0] - a[2] / 2, b[0] - b[2] / 2))
+    iy = max(0.0, min(a[1] + a[2] / 2, b[1] + b[2] / 2) - max(a[1] - a[2] / 2, b[1] - b[2] / 2))
+    inter = ix * iy
+    return inter / (a[2] ** 2 + b[2] ** 2 - inter) if inter > 0 else 0.0
+
+
+def upper_face_patch(gray: np.ndarray, pts: np.ndarray, px: int = 24) -> np.ndarray | None:
+    """Zero-mean unit-norm px x px patch of the brows-eyes-nose box, or None off-frame."""
+    import cv2
+    lo, hi = pts[UPPER_FACE].min(0), pts[UPPER_FACE].max(0)
+    x0, y0 = int(max(lo[0], 0)), int(max(lo[1], 0))
+    x1, y1 = int(min(hi[0], gray.shape[1])), int(min(hi[1], gray.shape[0]))
+    if x1 - x0 < 4 or y1 - y0 < 4:
+        return None
+    p = cv2.resize(gray[y0:y1, x0:x1], (px, px), interpolation=cv2.INTER_AREA).astype(np.float32)
+    p -= p.mean()
+    n = float(np.linalg.norm(p))
+    return p / n if n > 1e-6 else None
+
+
+def detection_confidence(score: float, detector: str) -> float:
+    """Detector score -> [0, 1]. HOG scores are SVM margins (0 = decision boundary, faces
+    typically 0.5-3); mmod confidences are on a similar scale. logistic(2 * score)."""
+    return float(1.0 / (1.0 + np.exp(-2.0 * score)))
+
+
+# ----------------------------------------------------------------------------- tracking
+@dataclass
+class Track:
+    """Per-frame result of `track_clip`, in source-video pixels."""
+    points: np.ndarray       # (T, 68, 2) float32, NaN where no face
+    confidence: np.ndarray   # (T,) float32 in [0, 1]; 0 where no face
+    found: np.ndarray        # (T,) bool: a face was detected or tracked in this frame
+    detections: int          # how many frames ran the detector
+    width: int
+    height: int
+
+
+class Tracker:
+    """Detect sparsely, then track. Confidence on a tracked frame is
+        min(IoU(landmark box now, landmark box before), NCC(upper-face patch now, at last detection))
+    IoU catches a predictor that jumped (it always returns *some* face shape inside its box);
+    NCC of the still upper face catches a box that no longer holds the face (cut, occlusion,
+    the face left), which the predictor alone cannot tell. On a detection frame it is the
+    detector's score through `detection_confidence`."""
+
+    def __init__(self, backend, cfg: LandmarksConfig):
+        self.backend, self.cfg = backend, cfg
+        self.prev: np.ndarray | None = None          # (68, 2) last landmarks
+        self.ref_patch: np.ndarray | None = None     # upper-face patch at the last detection
+        self.rel = np.array([0.0, 0.0, 1.0])         # detector box vs landmark box (dx, dy, scale)
+        self.since_detect = 0
+        self.detections = 0
+
+    def _box_from_landmarks(self, pts: np.ndarray) -> Box:
+        # Seed the predictor with a box in the *detector's* convention (it was trained on
+        # detector boxes): the offset/scale between the two is measured at each detection.
+        cx, cy, s = landmark_box(pts)
+        cx, cy, s = cx + self.rel[0] * s, cy + self.rel[1] * s, s * self.rel[2]
+        return (cx - s / 2, cy - s / 2, cx + s / 2, cy + s / 2)
+
+    def _detect(self, gray: np.ndarray) -> tuple[np.ndarray, float] | None:
+        self.detections += 1
+        small, scale = downscale(gray, self.cfg.detect_max_px)
+        found = self.backend.detect(small)
+        if not found:
+            return None
+        if self.prev is not None:   # several faces: keep the one we were following
+            c = landmark_box(self.prev)[:2]
+            box, score = min(found, key=lambda f: np.hypot((f[0][0] + f[0][2]) / 2 / scale - c[0],
+                                                           (f[0][1] + f[0][3]) / 2 / scale - c[1]))
+        else:                       # otherwise the largest
+            box, score = max(found, key=lambda f: (f[0][2] - f[0][0]) * (f[0][3] - f[0][1]))
+        box = tuple(v / scale for v in box)
+        pts = self.backend.predict(gray, box)
+        lb = landmark_box(pts)
+        side = ((box[2] - box[0]) + (box[3] - box[1])) / 2
+        self.rel = np.array([((box[0] + box[2]) / 2 - lb[0]) / lb[2],
+                             ((box[1] + box[3]) / 2 - lb[1]) / lb[2], side / lb[2]])
+        self.ref_patch = upper_face_patch(gray, pts)
+        self.since_detect = 0
+        return pts, detection_confidence(score, self.cfg.detector)
+
+    def _track(self, gray: np.ndarray) -> tuple[np.ndarray, float]:
+        pts = self.backend.predict(gray, self._box_from_landmarks(self.prev))
+        geometric = iou(landmark_box(pts), landmark_box(self.prev))
+        patch = upper_face_patch(gray, pts)
+        appearance = float((patch * self.ref_patch).sum()) if patch is not None \
+            and self.ref_patch is not None else 0.0
+        return pts, max(0.0, min(geometric, appearance))
+
+    def step(self, gray: np.ndarray) -> tuple[np.ndarray | None, float]:
+        cfg = self.cfg
+        tracked = None
+        if self.prev is not None and self.since_detect < cfg.detect_every:
+            tracked = self._track(gray)
+            self.since_detect += 1
+            if tracked[1] >= cfg.min_track_confidence:
+                self.prev = tracked[0]
+                return tracked
+        detected = self._detect(gray)
+        if detected is not None:
+            self.prev = detected[0]
+            return detected
+        if tracked is not None and tracked[1] >= cfg.min_track_confidence:
+            return tracked   # scheduled re-detection missed a face we track confidently
+        self.prev = None
+        return None, 0.0
+
+
+def track_clip(frames: Iterable[np.ndarray], backend, cfg: LandmarksConfig) -> Track:
+    """Run the tracker over gray frames (H, W). Repeated frames (fps upsampling duplicates
+    every 6th frame of 25 fps video) reuse the previous result instead of re-running."""
+    tracker = Tracker(backend, cfg)
+    pts_list, conf, found = [], [], []
+    last, last_out, shape = None, None, (0, 0)
+    for gray in frames:
+        shape = gray.shape
+        if last is not None and np.array_equal(gray, last):
+            out = last_out
+        else:
+            out = tracker.step(gray)
+        last, last_out = gray, out
+        pts_list.append(out[0] if out[0] is not None else np.full((N_POINTS, 2), np.nan, np.float32))
+        conf.append(out[1])
+        found.append(out[0] is not None)
+    T = len(pts_list)
+    return Track(points=np.stack(pts_list).astype(np.float32) if T else np.zeros((0, N_POINTS, 2), np.float32),
+                 confidence=np.asarray(conf, np.float32), found=np.asarray(found, bool),
+                 detections=tracker.detections, width=shape[1], height=shape[0])
+
+
+# ----------------------------------------------------------------------------- post-processing
+def bridge_gaps(points: np.ndarray, found: np.ndarray, max_gap: int) -> np.ndarray:
+    """Fill runs of missing frames no longer than `max_gap`: linearly between the faces on
+    both sides, or by holding the nearest face at the clip's start or end. Longer runs stay NaN.
+    points (T, 68, 2) -> (T, 68, 2)."""
+    out = points.copy()
+    T = len(found)
+    t = 0
+    while t < T:
+        if found[t]:
+            t += 1
+            continue
+        end = t
+        while end < T and not found[end]:
+            end += 1
+        gap, left, right = end - t, t - 1, end      # missing frames t .. end-1
+        if gap <= max_gap and (left >= 0 or right < T):
+            if left >= 0 and right < T:
+                w = (np.arange(1, gap + 1) / (gap + 1))[:, None, None]
+                out[t:end] = (1 - w) * points[left] + w * points[right]
+            else:
+                out[t:end] = points[left] if left >= 0 else points[right]
+        t = end
+    return out
+
+
+def smooth(points: np.ndarray, window: int) -> np.ndarray:
+    """Centred moving average over `window` frames within each run of valid (non-NaN) frames,
+    edges padded by repetition, so smoothing never mixes across a gap. (T, 68, 2)."""
+    if window <= 1:
+        return points
+    out = points.copy()
+    valid = ~np.isnan(points[:, 0, 0])
+    half_l, half_r = (window - 1) // 2, window // 2
+    t, T = 0, len(valid)
+    while t < T:
+        if not valid[t]:
+            t += 1
+            continue
+        end = t
+        while end < T and valid[end]:
+            end += 1
+        run = points[t:end].astype(np.float64)
+        padded = np.concatenate([np.repeat(run[:1], half_l, 0), run, np.repeat(run[-1:], half_r, 0)])
+        c = np.cumsum(np.concatenate([np.zeros_like(run[:1]), padded]), axis=0)
+        out[t:end] = ((c[window:] - c[:-window]) / window).astype(points.dtype)
+        t = end
+    return out
+
+
+def plan_crops(points: np.ndarray, crop_scale: float, tolerance: float) -> np.ndarray:
+    """One square crop per stretch of frames where the head stays put: a stretch starts at a
+    frame and goes on while the face centre stays within tolerance x side of that frame's and
+    its size within (1 +- tolerance); the stretch's crop is its median face, side = crop_scale
+    x face size, in integer px. Frames without landmarks take the neighbouring stretch's box.
+    points (T, 68, 2) -> boxes (T, 3) float32 (x0, y0, side)."""
+    T = len(points)
+    valid = ~np.isnan(points[:, 0, 0])
+    boxes = np.full((T, 3), np.nan)
+    faces = np.array([landmark_box(p) if v else (np.nan,) * 3 for p, v in zip(points, valid)])
+    idx = np.flatnonzero(valid)
+    i = 0
+    while i < len(idx):
+        ref = faces[idx[i]]
+        j = i + 1
+        while j < len(idx):
+            f = faces[idx[j]]
+            if np.hypot(*(f[:2] - ref[:2])) > tolerance * crop_scale * ref[2] \
+                    or abs(f[2] / ref[2] - 1) > tolerance:
+                break
+            j += 1
+        med = np.median(faces[idx[i:j]], axis=0)
+        side = int(round(crop_scale * med[2]))
+        box = (int(round(med[0] - side / 2)), int(round(med[1] - side / 2)), side)
+        stop = idx[j] if j < len(idx) else T
+        start = idx[i] if i > 0 else 0
+        boxes[start:stop] = box
+        i = j
+    return boxes.astype(np.float32)
+
+
+def to_crop_px(points: np.ndarray, boxes: np.ndarray, crop_px: int) -> np.ndarray:
+    """crop_px = (video_px - [x0, y0]) * crop_px / side. (T, 68, 2), (T, 3) -> (T, 68, 2)."""
+    return ((points - boxes[:, None, :2]) * (crop_px / boxes[:, None, 2:3])).astype(np.float32)
+
+
+def to_video_px(points: np.ndarray, boxes: np.ndarray, crop_px: int) -> np.ndarray:
+    return (points * (boxes[:, None, 2:3] / crop_px) + boxes[:, None, :2]).astype(np.float32)
+
+
+@dataclass
+class ClipLandmarks:
+    landmarks_px: np.ndarray   # (T, 68, 2) crop px; NaN where no face and not bridged
+    confidence: np.ndarray     # (T,)
+    face_found: np.ndarray     # (T,) bool
+    crop_box: np.ndarray       # (T, 3) x0, y0, side in source px
+    identity_frame: int
+
+
+def postprocess(track: Track, cfg: LandmarksConfig) -> ClipLandmarks:
+    pts = bridge_gaps(track.points, track.found, cfg.max_gap_frames)
+    pts = smooth(pts, cfg.smoothing)
+    boxes = plan_crops(pts, cfg.crop_scale, cfg.recrop_tolerance)
+    # Identity frame: the most confident detected frame of the first second (usually frame 0).
+    first = np.flatnonzero(track.found[: cfg.fps])
+    ident = int(first[np.argmax(track.confidence[first])]) if len(first) else \
+        int(np.flatnonzero(track.found)[0]) if track.found.any() else 0
+    return ClipLandmarks(landmarks_px=to_crop_px(pts, boxes, cfg.crop_px),
+                         confidence=track.confidence, face_found=track.found,
+                         crop_box=boxes, identity_frame=ident)
+
+
+def still_point_jitter(points: np.ndarray, indices=(27, 28, 29, 30, 39, 42)) -> float:
+    """Mean |second difference| over time of still-head points (nose bridge 27-30, inner eye
+    corners 39 and 42), in the points' pixels: a measure of frame-to-frame landmark noise."""
+    p = points[:, list(indices)]
+    d2 = p[2:] - 2 * p[1:-1] + p[:-2]          # (T-2, k, 2)
+    mag = np.linalg.norm(d2, axis=-1)
+    return float(np.nanmean(mag)) if np.isfinite(mag).any() else float("nan")
+
+
+# ----------------------------------------------------------------------------- one clip
+@dataclass
+class ClipResult:
+    row: dict                 # one landmark-shard row (see SCHEMA)
+    frames: int
+    face_frames: int          # frames where the face was detected or tracked
+    detections: int
+    seconds: float
+
+
+def _jpeg(rgb: np.ndarray, quality: int) -> bytes:
+    import cv2
+    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR),
+                           [cv2.IMWRITE_JPEG_QUALITY, quality])
+    return buf.tobytes()
+
+
+def process_clip(clip_id: str, video_path: str, backend, cfg: LandmarksConfig,
+                 ffmpeg: str = "") -> ClipResult:
+    """Decode at cfg.fps, track, post-process, crop; one shard row. Raises MediaError on an
+    unreadable video and NoFace when the face is in fewer than min_face_fraction of frames."""
+    import time
+
+    from pipeline.video import crop_square, iter_frames
+    t0 = time.perf_counter()
+    track = track_clip(iter_frames(video_path, ffmpeg=ffmpeg, fps=cfg.fps, pix_fmt="gray"),
+                       backend, cfg)
+    T = len(track.found)
+    share = float(track.found.mean()) if T else 0.0
+    if share < cfg.min_face_fraction:
+        raise NoFace(f"{video_path}: a face in {track.found.sum()} of {T} frames "
+                     f"({share:.0%}), below landmarks.min_face_fraction={cfg.min_face_fraction}")
+    clip = postprocess(track, cfg)
+    # Second pass for pixels, in colour: up to the identity frame, or every frame to keep.
+    last = T - 1 if cfg.keep_frames == "all" else clip.identity_frame
+    identity_jpeg, frames_jpeg = b"", []
+    for t, rgb in enumerate(iter_frames(video_path, ffmpeg=ffmpeg, fps=cfg.fps, pix_fmt="rgb24",
+                                        max_frames=last + 1)):
+        crop = crop_square(rgb, clip.crop_box[min(t, T - 1)], cfg.crop_px)
+        if t == clip.identity_frame:
+            identity_jpeg = _jpeg(crop, cfg.jpeg_quality)
+        if cfg.keep_frames == "all":
+            frames_jpeg.append(_jpeg(crop, cfg.jpeg_quality))
+    if cfg.keep_frames == "all":   # a second decode must give the same frame count
+        frames_jpeg = (frames_jpeg + frames_jpeg[-1:] * T)[:T]
+    row = {"clip_id": clip_id, "fps": cfg.fps, "n_frames": T,
+           "landmarks_px": clip.landmarks_px.reshape(-1), "confidence": clip.confidence,
+           "face_found": clip.face_found, "crop_box": clip.crop_box.reshape(-1),
+           "src_w": track.width, "src_h": track.height, "identity_frame": clip.identity_frame,
+           "identity_jpeg": identity_jpeg, "frames_jpeg": frames_jpeg}
+    return ClipResult(row=row, frames=T, face_frames=int(track.found.sum()),
+                      detections=track.detections, seconds=time.perf_counter() - t0)
+
+
+class NoFace(RuntimeError):
+    reason = "no_face"
+
+
+def shard_schema():
+    import pyarrow as pa
+    return pa.schema([
+        ("clip_id", pa.string()), ("fps", pa.int32()), ("n_frames", pa.int32()),
+        ("landmarks_px", pa.list_(pa.float32())), ("confidence", pa.list_(pa.float32())),
+        ("face_found", pa.list_(pa.bool_())), ("crop_box", pa.list_(pa.float32())),
+        ("src_w", pa.int32()), ("src_h", pa.int32()), ("identity_frame", pa.int32()),
+        ("identity_jpeg", pa.binary()), ("frames_jpeg", pa.list_(pa.binary())),
+    ])
+
+
+def rows_to_table(rows: list[dict]):
+    """Rows with numpy columns -> a pyarrow Table of shard_schema (lists built from flat buffers)."""
+    import pyarrow as pa
+    schema = shard_schema()
+    cols = {}
+    for f in schema:
+        vals = [r[f.name] for r in rows]
+        if pa.types.is_list(f.type) and f.type.value_type != pa.binary():
+            flat = np.concatenate([np.asarray(v).reshape(-1) for v in vals]) if vals else np.zeros(0)
+            offsets = np.cumsum([0] + [np.asarray(v).size for v in vals]).astype(np.int32)
+            cols[f.name] = pa.ListArray.from_arrays(
+                pa.array(offsets), pa.array(flat.astype(f.type.value_type.to_pandas_dtype())))
+        else:
+            cols[f.name] = pa.array(vals, f.type)
+    return pa.table(cols, schema=schema)
+
+
+def read_clip(row: dict) -> dict:
+    """A shard row (as from pipeline.shards.iter_rows) with arrays in their shapes."""
+    T = row["n_frames"]
+    return {**row, "landmarks_px": np.asarray(row["landmarks_px"], np.float32).reshape(T, N_POINTS, 2),
+            "confidence": np.asarray(row["confidence"], np.float32),
+            "face_found": np.asarray(row["face_found"], bool),
+            "crop_box": np.asarray(row["crop_box"], np.float32).reshape(T, 3)}
