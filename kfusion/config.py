@@ -94,6 +94,10 @@ class LandmarksConfig:
     recrop_tolerance: float = _f(0.15, lo=0.0, hi=1.0,
                                  doc="re-crop when the face centre leaves the crop by this share")
     detect_every: int = _f(30, lo=1, hi=10000, doc="frames between forced re-detections")
+    detect_max_px: int = _f(480, lo=0, hi=8192,
+                            doc="downscale frames to this longer side for detection (0 = never)")
+    detect_upsample: int = _f(0, lo=0, hi=3, doc="dlib detector upsampling steps (small faces)")
+    jpeg_quality: int = _f(92, lo=1, hi=100, doc="identity / crop frame JPEG quality")
     min_track_confidence: float = _f(0.6, lo=0.0, hi=1.0)
     smoothing: int = _f(0, lo=0, hi=15, doc="temporal smoothing window in frames (0 = off)")
     keep_frames: Literal["identity", "all"] = _f("identity")
