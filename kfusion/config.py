@@ -190,7 +190,20 @@ class TrainConfig:
     grad_clip: float = _f(1.0, lo=0.0, hi=1e6, doc="0 = off")
     amp: bool = _f(True, doc="mixed precision on CUDA; ignored on CPU")
     num_workers: int = _f(0, lo=0, hi=64)
-    emotion_classifier_epochs: int = _f(20, lo=0, hi=10000)
+    emotion_classifier_epochs: int = _f(20, lo=0, hi=10000,
+                                        doc="epochs of the small audio -> emotion head "
+                                            "(for `predict --emotion auto`); 0 = none")
+    emotion_classifier_hidden: int = _f(64, lo=0, hi=4096, doc="0 = a linear head")
+    resume: bool = _f(True, doc="continue from the resume checkpoint of an interrupted run "
+                                "with the same config and data")
+    resume_dir: str = _f("data/.resume/train",
+                         doc="where the per-epoch resume state lives (outside DVC outs, "
+                             "which DVC deletes before a run)")
+    deterministic: bool = _f(True, doc="torch deterministic algorithms (warn-only) + seeded "
+                                       "loaders; bit-identical resume on CPU")
+    max_windows: int = _f(0, lo=0, doc="use at most this many training windows (0 = all); "
+                                       "for smoke runs and benchmarks")
+    threads: int = _f(0, lo=0, hi=256, doc="torch CPU threads per process (0 = torch default)")
     out: str = _f("models")
 
 
@@ -198,12 +211,19 @@ class TrainConfig:
 class MetricsConfig:
     definition: Literal["paper", "reference", "both"] = _f(
         "paper", doc="paper = Eq. 13-15 in px; reference = the authors' code (labelled)")
+    reference_batch_size: int = _f(32, lo=1, hi=65536,
+                                   doc="batch size the authors' batch-level 'LD' is taken "
+                                       "over (it grows with it; recorded beside the value)")
 
 
 @dataclass
 class EvaluateConfig:
     batch_size: int = _f(64, lo=1, hi=65536)
     qualitative_windows: int = _f(4, lo=0, hi=64)
+    qualitative_frames: int = _f(4, lo=1, hi=30, doc="frames shown per qualitative window")
+    checkpoint: Literal["best", "last"] = _f("best")
+    landmarks_dir: str = _f("data/landmarks", doc="identity JPEGs for the qualitative plot")
+    plots: str = _f("plots/evaluate")
     out: str = _f("metrics")
 
 
