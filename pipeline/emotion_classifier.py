@@ -1,0 +1,88 @@
+"""A small audio -> emotion head, for `kfusion predict --emotion auto`.
+
+Input: the window's wav2vec2 features mean-pooled over time (768) and its log-mel mean and
+standard deviation over time (2 x n_mels), standardised with the training windows' mean and
+std (stored with the head). Output: logits over `EMOTIONS`. A linear layer when `hidden` is
+0, else Linear -> GELU -> Linear. Trained in the train stage, saved inside the checkpoint
+under "emotion_classifier"; its test accuracy is reported by the evaluate stage.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from kfusion.config import EMOTIONS
+
+
+def pooled_features(mel: torch.Tensor, w2v: torch.Tensor) -> torch.Tensor:
+    """(B, 100, n_mels), (B, 49, 768) -> (B, 768 + 2 n_mels)."""
+    mel, w2v = mel.float(), w2v.float()
+    return torch.cat([w2v.mean(1), mel.mean(1), mel.std(1)], dim=-1)
+
+
+class EmotionClassifier(nn.Module):
+    def __init__(self, *, in_features: int, hidden: int = 64, n_classes: int = len(EMOTIONS)):
+        super().__init__()
+        self.in_features, self.hidden, self.n_classes = in_features, hidden, n_classes
+        self.register_buffer("feature_mean", torch.zeros(in_features))
+        self.register_buffer("feature_std", torch.ones(in_features))
+        self.head = (nn.Linear(in_features, n_classes) if hidden == 0 else
+                     nn.Sequential(nn.Linear(in_features, hidden), nn.GELU(),
+                                   nn.Linear(hidden, n_classes)))
+
+    def forward(self, feats: torch.Tensor) -> torch.Tensor:
+        return self.head((feats - self.feature_mean) / self.feature_std)  # (B, n_classes)
+
+    @torch.no_grad()
+    def predict(self, mel: torch.Tensor, w2v: torch.Tensor) -> torch.Tensor:
+        return self(pooled_features(mel, w2v)).argmax(-1)  # (B,) emotion ids
+
+    def export(self) -> dict[str, Any]:
+        return {"in_features": self.in_features, "hidden": self.hidden,
+                "n_classes": self.n_classes, "labels": list(EMOTIONS),
+                "state_dict": {k: v.cpu() for k, v in self.state_dict().items()}}
+
+    @classmethod
+    def from_export(cls, d: dict[str, Any]) -> "EmotionClassifier":
+        m = cls(in_features=d["in_features"], hidden=d["hidden"], n_classes=d["n_classes"])
+        m.load_state_dict(d["state_dict"])
+        return m.eval()
+
+
+def fit_emotion_classifier(train_feats: torch.Tensor, train_labels: torch.Tensor, *,
+                           hidden: int, epochs: int, seed: int, lr: float = 1e-3,
+                           batch_size: int = 256, val_feats: torch.Tensor | None = None,
+                           val_labels: torch.Tensor | None = None) -> tuple[EmotionClassifier, dict]:
+    """Full-data Adam training on pooled features (small: seconds on CPU)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        clf = EmotionClassifier(in_features=train_feats.shape[1], hidden=hidden)
+    clf.feature_mean.copy_(train_feats.mean(0))
+    clf.feature_std.copy_(train_feats.std(0).clamp_min(1e-6) if len(train_feats) > 1
+                          else torch.ones(train_feats.shape[1]))
+    opt = torch.optim.Adam(clf.parameters(), lr=lr, weight_decay=1e-4)
+    n = len(train_feats)
+    for _ in range(epochs):
+        clf.train()
+        perm = torch.randperm(n, generator=g)
+        for i in range(0, n, batch_size):
+            idx = perm[i:i + batch_size]
+            loss = nn.functional.cross_entropy(clf(train_feats[idx]), train_labels[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    clf.eval()
+    report = {"train_accuracy": accuracy(clf, train_feats, train_labels), "train_windows": n}
+    if val_feats is not None and len(val_feats):
+        report.update(val_accuracy=accuracy(clf, val_feats, val_labels), val_windows=len(val_feats))
+    return clf, report
+
+
+@torch.no_grad()
+def accuracy(clf: EmotionClassifier, feats: torch.Tensor, labels: torch.Tensor) -> float:
+    if len(feats) == 0:
+        return float("nan")
+    return float((clf(feats).argmax(-1) == labels).float().mean())

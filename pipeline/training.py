@@ -1,0 +1,428 @@
+"""The training loop: the paper's recipe, reproducible, resumable, single- or multi-process.
+
+Recipe (paper Sec. 4.1): Adam (lr 3e-4), cosine annealing with T_max = epochs and
+eta_min = 1e-6 stepped once per epoch, MSE loss (`model.loss.landmark_loss`: (1-w) MSE over
+all points + w MSE over the mouth, w = `train.mouth_weight`).
+
+Reproducibility: `torch.manual_seed(seed)` before the model is built; every epoch's shuffle
+comes from a `DistributedSampler(seed=seed)` with `set_epoch(epoch)` (also with one process),
+and the DataLoader's own generator is re-seeded with `seed + epoch`, so the data order never
+depends on how many epochs ran in this process. Dropout draws from the global RNG, whose
+state (CPU, CUDA, numpy, python; per rank) is saved with every epoch's resume state.
+
+Resume: after every epoch the full state (model, optimizer, scheduler, GradScaler, RNG states,
+epoch, history) is written atomically to `train.resume_dir/state.pt`, keyed by a hash of the
+config and the data fingerprint (DVC deletes a stage's outs before running it, so this cannot
+live under `models/`). A re-run with the same key continues after the last finished epoch
+and, on CPU, ends bit-identical to an uninterrupted run (tolerance 0; see docs/training.md).
+A finished run deletes its resume state.
+
+Distributed: under `torchrun` (WORLD_SIZE > 1) the same code wraps the model in
+DistributedDataParallel (NCCL on CUDA, gloo on CPU); rank 0 validates, writes checkpoints and
+DVCLive logs; others wait at a barrier. Mixed precision (autocast fp16 + GradScaler) on CUDA
+only when `train.amp`.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import DataLoader, DistributedSampler
+
+from kfusion.config import Config, to_dict
+from pipeline.dataset import (WindowDataset, data_fingerprint, encoder_info, model_inputs)
+from pipeline.emotion_classifier import fit_emotion_classifier, pooled_features
+from pipeline.io import StageError, atomic_path, progress, write_json
+from pipeline.metrics import MetricTable
+
+CHECKPOINT_VERSION = 1
+
+
+class NonFiniteLoss(StageError):
+    """Training produced a NaN/inf loss; the last good checkpoint is kept."""
+
+
+class _Interrupt(Exception):
+    """Raised by tests (via `interrupt_after_epoch`) to simulate a killed run."""
+
+
+# ----------------------------------------------------------------------------- processes
+@dataclass
+class Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world > 1
+
+    def barrier(self) -> None:
+        if self.enabled:
+            dist.barrier()
+
+
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise StageError("device: cuda requested but torch.cuda.is_available() is False; "
+                         "set device: auto or cpu")
+    if name in ("auto", "cuda") and torch.cuda.is_available():
+        return torch.device("cuda", local_rank)
+    return torch.device("cpu")
+
+
+def setup_distributed(device_name: str) -> Dist:
+    """Read torchrun's env (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT); init if > 1."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    device = resolve_device(device_name, local_rank)
+    if world > 1 and not dist.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist.init_process_group(backend=backend)
+    return Dist(rank=rank, world=world, local_rank=local_rank, device=device)
+
+
+def teardown_distributed(d: Dist) -> None:
+    if d.enabled and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def seed_everything(seed: int, deterministic: bool) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+
+
+def rng_state() -> dict[str, Any]:
+    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
+            "python": random.getstate(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+
+
+def set_rng_state(s: dict[str, Any]) -> None:
+    torch.set_rng_state(s["torch"])
+    np.random.set_state(s["numpy"])
+    random.setstate(s["python"])
+    if s.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(s["cuda"])
+
+
+# ----------------------------------------------------------------------------- pieces
+def default_builders() -> tuple[Callable[[Config], nn.Module], Callable[..., torch.Tensor]]:
+    from model.build import build_model
+    from model.loss import landmark_loss
+    return build_model, landmark_loss
+
+
+def make_loader(ds: WindowDataset, cfg: Config, d: Dist, *, shuffle: bool,
+                batch_size: int) -> tuple[DataLoader, DistributedSampler]:
+    sampler = DistributedSampler(ds, num_replicas=d.world, rank=d.rank, shuffle=shuffle,
+                                 seed=cfg.seed, drop_last=False)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    loader = DataLoader(ds, batch_size=batch_size, sampler=sampler,
+                        num_workers=cfg.train.num_workers, generator=gen,
+                        pin_memory=d.device.type == "cuda",
+                        persistent_workers=False)
+    return loader, sampler
+
+
+def resume_key(cfg: Config, fingerprint: dict[str, Any], world: int) -> str:
+    """What must match for a resume state to be continued: model, recipe, seed, data, world."""
+    train = {k: v for k, v in to_dict(cfg.train).items()
+             if k not in ("resume", "resume_dir", "threads", "num_workers", "out")}
+    blob = json.dumps({"model": to_dict(cfg.model), "train": train, "seed": cfg.seed,
+                       "data": {k: v for k, v in fingerprint.items() if k != "windows_dir"},
+                       "world": world}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+@torch.no_grad()
+def validate(model: nn.Module, loader: DataLoader, cfg: Config, loss_fn: Callable,
+             device: torch.device, amp: bool) -> dict[str, float]:
+    """Val loss (mean over windows) and the paper's metrics against the reference landmarks."""
+    model.eval()
+    table, loss_sum, n = MetricTable(), 0.0, 0
+    for batch in loader:
+        with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
+            pred = model(model_inputs(batch, device))                     # (B, 30, 68, 2)
+        target = batch["target"].to(device)
+        pred = pred.float()
+        loss_sum += float(loss_fn(pred, target, cfg.train.mouth_weight, cfg.model)) * len(target)
+        n += len(target)
+        table.add(pred.cpu(), batch["target"])
+    s = table.summary()
+    return {"val/loss": loss_sum / n if n else float("nan"),
+            **{f"val/{k}": s[k] for k in ("M-LD", "M-LVD", "F-LD", "F-LVD")}}
+
+
+def _check_finite(loss: torch.Tensor, batch: dict[str, Any], epoch: int, step: int,
+                  d: Dist) -> None:
+    bad = torch.tensor([0.0 if torch.isfinite(loss).all() else 1.0], device=d.device)
+    if d.enabled:
+        dist.all_reduce(bad)
+    if bad.item() > 0:
+        ids = list(batch["clip_id"])
+        raise NonFiniteLoss(
+            f"non-finite training loss ({float(loss)}) at epoch {epoch + 1}, step {step} "
+            f"(rank {d.rank}); this batch's clips: {', '.join(sorted(set(ids)))}. "
+            f"The last good checkpoint is kept; check these clips' landmarks/features for "
+            f"NaN or extreme values, or lower train.lr")
+
+
+def train_epoch(model: nn.Module, loader: DataLoader, opt: torch.optim.Optimizer,
+                scaler: torch.amp.GradScaler, cfg: Config, loss_fn: Callable, d: Dist,
+                epoch: int, amp: bool) -> float:
+    model.train()
+    loss_sum = torch.zeros(2, dtype=torch.float64, device=d.device)  # (sum, count)
+    for step, batch in enumerate(progress(loader, desc=f"epoch {epoch + 1}", leave=False,
+                                          disable=None if d.main else True)):
+        inputs, target = model_inputs(batch, d.device), batch["target"].to(d.device)
+        with torch.autocast(d.device.type, dtype=torch.float16, enabled=amp):
+            pred = model(inputs)                                            # (B, 30, 68, 2)
+        loss = loss_fn(pred.float(), target, cfg.train.mouth_weight, cfg.model)
+        _check_finite(loss.detach(), batch, epoch, step, d)
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        if cfg.train.grad_clip > 0:
+            scaler.unscale_(opt)
+            nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
+        scaler.step(opt)
+        scaler.update()
+        loss_sum += torch.tensor([float(loss.detach()) * len(target), len(target)],
+                                 dtype=torch.float64, device=d.device)
+    if d.enabled:
+        dist.all_reduce(loss_sum)
+    return float(loss_sum[0] / loss_sum[1]) if loss_sum[1] > 0 else float("nan")
+
+
+# ----------------------------------------------------------------------------- logging
+class Logger:
+    """DVCLive on rank 0: one step per epoch; a resumed run replays the saved history first
+    (DVC deleted dvclive/train before the re-run), so the curves equal an uninterrupted run."""
+
+    def __init__(self, live_dir: str | Path | None, enabled: bool):
+        self.live = None
+        if live_dir is not None and enabled:
+            from dvclive import Live
+            self.live = Live(dir=str(live_dir), save_dvc_exp=False, dvcyaml=None, resume=False)
+
+    def log(self, record: dict[str, float]) -> None:
+        if self.live is None:
+            return
+        for k, v in record.items():
+            if k != "epoch" and isinstance(v, (int, float)) and math.isfinite(v):
+                self.live.log_metric(k, v)
+        self.live.next_step()
+
+    def end(self) -> None:
+        if self.live is not None:
+            self.live.end()
+
+
+# ----------------------------------------------------------------------------- the loop
+@dataclass
+class TrainResult:
+    best: Path
+    last: Path
+    history: list[dict[str, float]]
+    epochs_run: int
+    resumed_from: int
+    seconds: float
+    emotion_classifier: dict[str, Any]
+
+
+def train(cfg: Config, windows_dir: str | Path, out_dir: str | Path, *,
+          live_dir: str | Path | None = None,
+          builders: tuple[Callable, Callable] | None = None,
+          interrupt_after_epoch: int | None = None) -> TrainResult | None:
+    """Train on windows_dir/train, validate on windows_dir/val; write best.pt and last.pt.
+
+    Returns the result on rank 0 (None on other ranks)."""
+    t0 = time.perf_counter()
+    build_model, loss_fn = builders or default_builders()
+    d = setup_distributed(cfg.device)
+    try:
+        return _train(cfg, Path(windows_dir), Path(out_dir), live_dir, build_model, loss_fn, d,
+                      interrupt_after_epoch, t0)
+    finally:
+        teardown_distributed(d)
+
+
+def _train(cfg: Config, windows_dir: Path, out_dir: Path, live_dir, build_model, loss_fn,
+           d: Dist, interrupt_after_epoch: int | None, t0: float) -> TrainResult | None:
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    seed_everything(cfg.seed, cfg.train.deterministic)
+    train_ds = WindowDataset(windows_dir / "train", max_windows=cfg.train.max_windows)
+    if len(train_ds) == 0:
+        raise StageError(f"{windows_dir / 'train'}: no training windows; check the windows "
+                         f"stage's metrics and the split settings")
+    val_ds = WindowDataset(windows_dir / "val") if (windows_dir / "val" / "windows.parquet").exists() \
+        else None
+    fingerprint = data_fingerprint(windows_dir)
+    enc = encoder_info(train_ds.meta)
+    amp = cfg.train.amp and d.device.type == "cuda"
+
+    model = build_model(cfg).to(d.device)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.train.epochs,
+                                                       eta_min=cfg.train.eta_min)
+    scaler = torch.amp.GradScaler(d.device.type, enabled=amp)
+    train_loader, train_sampler = make_loader(train_ds, cfg, d, shuffle=True,
+                                              batch_size=cfg.train.batch_size)
+    val_loader = make_loader(val_ds, cfg, Dist(), shuffle=False,
+                             batch_size=cfg.train.batch_size)[0] if val_ds and len(val_ds) else None
+
+    key = resume_key(cfg, fingerprint, d.world)
+    resume_path = Path(cfg.train.resume_dir) / "state.pt"
+    history: list[dict[str, float]] = []
+    start_epoch, best_score = 0, math.inf
+    if cfg.train.resume and resume_path.exists():
+        state = load_checkpoint(resume_path)
+        if state.get("resume_key") == key:
+            model.load_state_dict(state["model"])
+            opt.load_state_dict(state["optimizer"])
+            sched.load_state_dict(state["scheduler"])
+            scaler.load_state_dict(state["scaler"])
+            set_rng_state(state["rng"][d.rank])
+            history, start_epoch, best_score = state["history"], state["epoch"], state["best_score"]
+            if d.main:
+                print(f"[train] resuming from {resume_path} after epoch {start_epoch}",
+                      file=sys.stderr, flush=True)
+        elif d.main:
+            print(f"[train] ignoring {resume_path}: it was written for another config or data",
+                  file=sys.stderr, flush=True)
+    if d.enabled:
+        model = nn.parallel.DistributedDataParallel(
+            model, device_ids=[d.device.index] if d.device.type == "cuda" else None)
+
+    logger = Logger(live_dir, d.main)
+    for record in history:
+        logger.log(record)
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    provenance = {"config": to_dict(cfg), "encoder": enc, "data": fingerprint,
+                  "world_size": d.world, "device": d.device.type, "amp": amp,
+                  "version": CHECKPOINT_VERSION}
+    for epoch in range(start_epoch, cfg.train.epochs):
+        train_sampler.set_epoch(epoch)
+        train_loader.generator.manual_seed(cfg.seed + epoch)
+        train_loss = train_epoch(model, train_loader, opt, scaler, cfg, loss_fn, d, epoch, amp)
+        lr = opt.param_groups[0]["lr"]
+        sched.step()
+        record: dict[str, float] = {"epoch": epoch + 1, "train/loss": train_loss, "lr": lr}
+        if d.main and val_loader is not None:
+            record.update(validate(_unwrap(model), val_loader, cfg, loss_fn, d.device, amp))
+        history.append(record)
+        rngs = [rng_state()]
+        if d.enabled:
+            rngs = [None] * d.world
+            dist.all_gather_object(rngs, rng_state())
+        if d.main:
+            score = record.get("val/loss", train_loss)
+            is_best = score < best_score
+            best_score = min(best_score, score)
+            state = {**provenance, "model": _unwrap(model).state_dict(), "epoch": epoch + 1,
+                     "history": history, "metrics": record, "best_score": best_score}
+            if is_best:
+                save_checkpoint(out_dir / "best.pt", state)
+            full = {**state, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                    "scaler": scaler.state_dict(), "rng": rngs, "resume_key": key}
+            save_checkpoint(out_dir / "last.pt", full)
+            if cfg.train.resume:
+                save_checkpoint(resume_path, full)
+            logger.log(record)
+            print(f"[train] epoch {epoch + 1}/{cfg.train.epochs} "
+                  + " ".join(f"{k}={v:.4g}" for k, v in record.items() if k != "epoch"),
+                  file=sys.stderr, flush=True)
+        d.barrier()
+        if interrupt_after_epoch is not None and epoch + 1 == interrupt_after_epoch:
+            raise _Interrupt(f"interrupted after epoch {epoch + 1}")
+
+    if not d.main:
+        d.barrier()
+        return None
+    clf_report = _train_emotion_classifier(cfg, train_ds, val_ds, out_dir)
+    logger.end()
+    if resume_path.exists():
+        resume_path.unlink()
+    d.barrier()
+    return TrainResult(best=out_dir / "best.pt", last=out_dir / "last.pt", history=history,
+                       epochs_run=cfg.train.epochs - start_epoch, resumed_from=start_epoch,
+                       seconds=time.perf_counter() - t0, emotion_classifier=clf_report)
+
+
+def _pooled(ds: WindowDataset | None) -> tuple[torch.Tensor, torch.Tensor]:
+    if ds is None or len(ds) == 0:
+        return torch.zeros(0, 1), torch.zeros(0, dtype=torch.long)
+    a = ds.arrays()
+    feats, step = [], 512
+    for i in range(0, len(ds), step):
+        feats.append(pooled_features(torch.from_numpy(np.array(a["mel"][i:i + step], np.float32)),
+                                     torch.from_numpy(np.array(a["w2v"][i:i + step], np.float32))))
+    return torch.cat(feats), torch.from_numpy(np.array(a["emotion"][:len(ds)], np.int64))
+
+
+def _train_emotion_classifier(cfg: Config, train_ds: WindowDataset, val_ds: WindowDataset | None,
+                              out_dir: Path) -> dict[str, Any]:
+    """Fit the audio -> emotion head and store it in both checkpoints."""
+    if cfg.train.emotion_classifier_epochs == 0:
+        return {}
+    xf, yf = _pooled(train_ds)
+    xv, yv = _pooled(val_ds)
+    clf, report = fit_emotion_classifier(xf, yf, hidden=cfg.train.emotion_classifier_hidden,
+                                         epochs=cfg.train.emotion_classifier_epochs,
+                                         seed=cfg.seed, val_feats=xv if len(xv) else None,
+                                         val_labels=yv if len(yv) else None)
+    for name in ("best.pt", "last.pt"):
+        state = load_checkpoint(out_dir / name)
+        state["emotion_classifier"] = {**clf.export(), "report": report}
+        save_checkpoint(out_dir / name, state)
+    return report
+
+
+def write_summary(result: TrainResult, path: str | Path) -> dict[str, Any]:
+    last = result.history[-1] if result.history else {}
+    best = min(result.history, key=lambda r: r.get("val/loss", r["train/loss"])) if result.history else {}
+    summary = {"epochs": len(result.history), "resumed_from_epoch": result.resumed_from,
+               "seconds": round(result.seconds, 2), "final": last,
+               "best_epoch": best.get("epoch"), "best": best,
+               "emotion_classifier": result.emotion_classifier}
+    write_json(path, summary)
+    return summary

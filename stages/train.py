@@ -1,0 +1,41 @@
+"""train stage: fit the KFusion model on data/windows/train, validate on val every epoch.
+
+Writes models/best.pt, models/last.pt (each with config, encoder, data fingerprint, history and
+the emotion head), models/train.json, models/config.yaml, and DVCLive logs in dvclive/train.
+Runs as one process, or under `torchrun --nproc_per_node N -m stages.train` (DDP).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from kfusion.config import Config, dump
+from stages._common import run_stage
+
+LIVE_DIR = Path("dvclive/train")
+
+
+def _run(cfg: Config, args: argparse.Namespace) -> None:
+    """Train the model (the paper's recipe; see docs/training.md)."""
+    from pipeline.training import train, write_summary
+    out = Path(cfg.train.out)
+    result = train(cfg, Path(cfg.windows.out), out, live_dir=LIVE_DIR)
+    if result is None:  # a non-zero rank under torchrun
+        return
+    dump(cfg, out / "config.yaml")
+    s = write_summary(result, out / "train.json")
+    final = s["final"]
+    print(f"[train] {s['epochs']} epochs (resumed after {s['resumed_from_epoch']}), "
+          f"final train loss {final.get('train/loss', float('nan')):.4g}, "
+          f"val loss {final.get('val/loss', float('nan')):.4g}, "
+          f"val M-LD {final.get('val/M-LD', float('nan')):.3f} px, best epoch {s['best_epoch']}, "
+          f"{s['seconds']:.1f} s", file=sys.stderr, flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_stage("train", _run, argv=argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,96 @@
+"""The training loop with the real model (shrunk): resume equivalence, non-finite loss,
+checkpoint contents, DVCLive logs, the dataset contract."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline.dataset import WindowDataset, data_fingerprint
+from pipeline.training import NonFiniteLoss, _Interrupt, load_checkpoint, train
+from torch.utils.data import DataLoader
+
+
+def _states_equal(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_dataset_items_follow_the_model_api(windows: Path):
+    ds = WindowDataset(windows / "train")
+    batch = next(iter(DataLoader(ds, batch_size=4)))
+    assert batch["mel"].shape == (4, 100, 16) and batch["mel"].dtype == torch.float32
+    assert batch["w2v"].shape == (4, 49, 768) and batch["w2v"].dtype == torch.float32
+    assert batch["identity"].shape == (4, 68, 2)
+    assert batch["emotion"].dtype == torch.long and batch["target"].shape == (4, 30, 68, 2)
+    assert batch["index"].tolist() == [0, 1, 2, 3] and len(batch["clip_id"]) == 4
+    raw = np.load(windows / "train" / "landmarks.npy")
+    assert torch.equal(batch["target"][2], torch.from_numpy(raw[2]))
+
+
+def test_training_writes_checkpoints_logs_and_emotion_head(tiny_cfg, windows: Path, tmp_path):
+    cfg = tiny_cfg()
+    r = train(cfg, windows, tmp_path / "models", live_dir=tmp_path / "live")
+    assert [h["epoch"] for h in r.history] == [1, 2, 3]
+    last, best = load_checkpoint(r.last), load_checkpoint(r.best)
+    assert last["epoch"] == 3 and best["epoch"] == min(r.history, key=lambda h: h["val/loss"])["epoch"]
+    assert last["encoder"] == {"encoder": "synthetic", "encoder_fallback": True}
+    assert last["data"]["train"]["windows"] == 48
+    assert last["data"] == data_fingerprint(windows)
+    assert last["config"]["model"]["d_model"] == 16
+    assert "emotion_classifier" in best and "state_dict" in best["emotion_classifier"]
+    live = json.loads((tmp_path / "live" / "metrics.json").read_text())
+    assert live["step"] == 2 and {"loss", "M-LD", "F-LD"} <= set(live["val"])
+    tsv = (tmp_path / "live" / "plots" / "metrics" / "val" / "M-LD.tsv").read_text().splitlines()
+    assert len(tsv) == 1 + 3  # header + one row per epoch
+    assert not (Path(cfg.train.resume_dir) / "state.pt").exists()  # a finished run cleans up
+
+
+def test_interrupted_then_resumed_equals_uninterrupted(tiny_cfg, windows: Path, tmp_path):
+    cfg = tiny_cfg()
+    straight = train(cfg, windows, tmp_path / "a", live_dir=tmp_path / "live_a")
+    cfg_b = tiny_cfg(resume_dir=str(tmp_path / "resume_b"))
+    with pytest.raises(_Interrupt):
+        train(cfg_b, windows, tmp_path / "b", live_dir=tmp_path / "live_b", interrupt_after_epoch=1)
+    assert load_checkpoint(tmp_path / "b" / "last.pt")["epoch"] == 1
+    resumed = train(cfg_b, windows, tmp_path / "b", live_dir=tmp_path / "live_b")
+    assert resumed.resumed_from == 1 and resumed.epochs_run == 2
+    # tolerance 0 on CPU: the same floats, epoch by epoch, and the same weights
+    assert resumed.history == straight.history
+    a, b = load_checkpoint(straight.last), load_checkpoint(resumed.last)
+    assert _states_equal(a["model"], b["model"])
+    assert (tmp_path / "live_a" / "metrics.json").read_text() == \
+        (tmp_path / "live_b" / "metrics.json").read_text()
+
+
+def test_resume_state_for_other_settings_is_ignored(tiny_cfg, windows: Path, tmp_path):
+    with pytest.raises(_Interrupt):
+        train(tiny_cfg(), windows, tmp_path / "m", interrupt_after_epoch=1)
+    r = train(tiny_cfg(lr=1e-3), windows, tmp_path / "m")  # another recipe: starts over
+    assert r.resumed_from == 0 and len(r.history) == 3
+
+
+def test_nan_in_data_stops_with_the_batch_clip_ids(tiny_cfg, windows: Path, tmp_path):
+    lm = np.load(windows / "train" / "landmarks.npy")
+    lm[5, 3, 10] = np.nan
+    np.save(windows / "train" / "landmarks.npy", lm)
+    bad = WindowDataset(windows / "train").clip_ids[5]
+    with pytest.raises(NonFiniteLoss, match="non-finite training loss") as e:
+        train(tiny_cfg(), windows, tmp_path / "models")
+    assert bad in str(e.value)
+    assert not (tmp_path / "models" / "last.pt").exists()
+
+
+def test_nan_loss_later_keeps_the_last_good_checkpoint(tiny_cfg, windows: Path, tmp_path):
+    from model.build import build_model
+    from model.loss import landmark_loss
+    calls = {"n": 0}
+
+    def loss_that_breaks(pred, target, w, mcfg):  # finite for epoch 1 (3 steps), then NaN
+        calls["n"] += 1
+        loss = landmark_loss(pred, target, w, mcfg)
+        return loss * float("nan") if calls["n"] > 4 else loss  # 3 train + 1 val call
+
+    with pytest.raises(NonFiniteLoss):
+        train(tiny_cfg(), windows, tmp_path / "models", builders=(build_model, loss_that_breaks))
+    assert load_checkpoint(tmp_path / "models" / "last.pt")["epoch"] == 1
