@@ -68,6 +68,8 @@ class IndexConfig:
     roots: dict[str, str] = _f({"demo": "data/demo/corpus", "mead": "", "cremad": "",
                                 "grid": ""})
     max_reject_fraction: float = _f(0.2, lo=0.0, hi=1.0)
+    tar_cache_dir: str = _f("", doc="where members of MEAD's video.tar/audio.tar are extracted "
+                                    "(only the front-camera clips used); empty = <out>/extracted")
     out: str = _f("data/index")
 
 
@@ -116,6 +118,8 @@ class AudioConfig:
     min_rms: float = _f(1e-3, lo=0.0, hi=1.0, doc="RMS below this is a `silent` reject")
     max_av_mismatch_s: float = _f(0.5, lo=0.0, hi=60.0,
                                   doc="longer audio/video mismatch is a reject; shorter is trimmed")
+    min_duration_s: float = _f(1.0, lo=0.0, hi=60.0,
+                               doc="shorter audio is a `too_short` reject (one window = 1 s)")
     max_reject_fraction: float = _f(0.2, lo=0.0, hi=1.0)
     clips_per_shard: int = _f(64, lo=1, hi=100000)
     out: str = _f("data/audio")
@@ -133,6 +137,10 @@ class FeaturesConfig:
         "random", doc="when wav2vec2 cannot be loaded: seeded random weights (recorded) or fail")
     batch_seconds: float = _f(60.0, lo=1.0, hi=3600.0, doc="audio per wav2vec2 batch")
     half_precision: bool = _f(True, doc="fp16 on CUDA (ignored on CPU)")
+    max_pad_fraction: float = _f(0.05, lo=0.0, hi=1.0,
+                                 doc="clips batched together differ in length by at most this "
+                                     "share (zero padding shifts wav2vec2's group norm)")
+    threads: int = _f(0, lo=0, hi=256, doc="torch CPU threads per worker (0 = cores // workers)")
     max_reject_fraction: float = _f(0.2, lo=0.0, hi=1.0)
     clips_per_shard: int = _f(64, lo=1, hi=100000)
     out: str = _f("data/features")
@@ -144,7 +152,12 @@ class WindowsConfig:
     stride_frames: int = _f(15, lo=1, hi=300)
     identity: Literal["clip", "speaker_neutral", "window_first"] = _f(
         "clip", doc="window_first is the authors' choice; it leaks the window's pose")
-    identity_frame: int = _f(0, lo=0, doc="which frame of the clip is its reference frame")
+    identity_frame: int = _f(0, lo=0, doc="reference frame of a clip when the landmark shard "
+                                           "names none (it names the identity JPEG's frame)")
+    max_missing_frames: int = _f(5, lo=0, hi=300,
+                                 doc="a window may hold this many frames without a detected face "
+                                     "(bridged by the landmark stage); more drops the window")
+    max_reject_fraction: float = _f(0.2, lo=0.0, hi=1.0)
     out: str = _f("data/windows")
 
 
