@@ -180,11 +180,14 @@ class ModelConfig:
     global_input: Literal["mel", "wav2vec2"] = _f("mel", doc="text: raw signal (mel); code: wav2vec2")
     target: Literal["offset", "absolute"] = _f("offset",
                                                doc="predict offsets from the identity, or positions")
-    d_model: int = _f(128, lo=8, hi=2048)
+    d_model: int = _f(64, lo=8, hi=2048, doc="Transformer width (small: CPU-trainable default)")
     n_heads: int = _f(4, lo=1, hi=64)
-    encoder_layers: int = _f(2, lo=1, hi=24)
+    encoder_layers: int = _f(1, lo=1, hi=24, doc="the authors' code uses 1")
     decoder_layers: int = _f(1, lo=1, hi=24)
-    lstm_hidden: int = _f(256, lo=8, hi=4096)
+    ff_mult: int = _f(2, lo=1, hi=8, doc="Transformer feed-forward width = ff_mult * d_model")
+    lstm_hidden: int = _f(64, lo=8, hi=4096, doc="per direction (the LSTMs are bidirectional)")
+    fusion_channels: int = _f(32, lo=4, hi=1024,
+                              doc="hidden channels of KFusion's bottleneck blocks B")
     dropout: float = _f(0.1, lo=0.0, hi=0.9)
     emotion_embedding: Literal["label", "predicted"] = _f("label")
     coord_low_px: float = _f(56.0, doc="min-max bounds for normalised coordinates (authors' 56)")

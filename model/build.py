@@ -1,0 +1,140 @@
+"""The whole model from the typed config: `build_model(cfg) -> nn.Module`.
+
+forward(batch) takes the windows stage's arrays
+    mel (B, 100, n_mels) log-mel at 100 frames/s, w2v (B, 49, 768) wav2vec2 states,
+    identity (B, 68, 2) crop px, emotion (B,) long (index into kfusion.config.EMOTIONS)
+and returns (B, 30, 68, 2) landmarks in crop px. Internally everything is in [-1, 1]
+units (model/loss.py); with `model.target: offset` the head predicts the displacement from
+the identity landmarks, with `absolute` the positions themselves.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from kfusion.config import EMOTIONS, MOUTH_INDICES, Config, ModelConfig
+from model.content_domain import ContentDomain
+from model.global_domain import W2V_OFFSET_S, GlobalDomain
+from model.kfusion import ConcatLinear, KFusion
+from model.loss import from_unit, to_unit
+
+N_POINTS = 68
+W2V_DIM = 768
+W2V_RECEPTIVE, W2V_STRIDE = 400, 320  # samples at 16 kHz (wav2vec2's conv feature stack)
+
+
+def window_shapes(cfg: Config) -> dict[str, int | float]:
+    """Token counts of one window, derived from the config (1 s: 100 mel, 49 w2v, 30 frames)."""
+    window_s = cfg.windows.frames / cfg.landmarks.fps
+    samples = round(window_s * 16000)  # wav2vec2 always runs at 16 kHz
+    return {
+        "n_frames": cfg.windows.frames,
+        "n_tokens": (samples - W2V_RECEPTIVE) // W2V_STRIDE + 1,
+        "n_mels": cfg.features.n_mels,
+        "mel_rate_hz": cfg.audio.sample_rate_hz / cfg.features.hop_length,
+    }
+
+
+def resolve_device(name: str) -> torch.device:
+    """cfg.device: auto (CUDA when present) | cpu | cuda (an error when absent)."""
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device: cuda was asked for but torch sees no CUDA device; "
+                           "set device: auto or cpu")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+class KFusionModel(nn.Module):
+    def __init__(self, mcfg: ModelConfig, *, n_tokens: int, n_frames: int, n_mels: int,
+                 mel_rate_hz: float):
+        super().__init__()
+        self.mcfg, self.n_tokens, self.n_frames, self.n_mels = mcfg, n_tokens, n_frames, n_mels
+        mouth = list(MOUTH_INDICES)
+        self.register_buffer("mouth_indices", torch.tensor(mouth), persistent=False)
+        sizes = dict(d_model=mcfg.d_model, n_heads=mcfg.n_heads,
+                     encoder_layers=mcfg.encoder_layers, decoder_layers=mcfg.decoder_layers,
+                     ff_mult=mcfg.ff_mult, dropout=mcfg.dropout)
+        if mcfg.global_domain:
+            mel = mcfg.global_input == "mel"
+            self.global_domain = GlobalDomain(
+                in_dim=n_mels if mel else W2V_DIM, rate_hz=mel_rate_hz if mel else 50.0,
+                offset_s=0.0 if mel else W2V_OFFSET_S, n_tokens=n_tokens, n_points=N_POINTS,
+                n_mouth=len(mouth), **sizes)
+        self.content_domain = ContentDomain(
+            w2v_dim=W2V_DIM, n_emotions=len(EMOTIONS), n_tokens=n_tokens, n_points=N_POINTS,
+            n_mouth=len(mouth), lstm=mcfg.lstm, lstm_hidden=mcfg.lstm_hidden,
+            emotion_embedding=mcfg.emotion_embedding, **sizes)
+        face_branches = 1 + mcfg.lstm + mcfg.global_domain  # f, gb, ct
+        mouth_branches = mcfg.lstm + mcfg.global_domain  # m, gb_m
+        if mcfg.fusion == "none":
+            width = 2 * (N_POINTS * face_branches + len(mouth) * mouth_branches)
+            self.kfusion = ConcatLinear(in_dim=width, out_dim=2 * N_POINTS,
+                                        n_tokens=n_tokens, n_frames=n_frames)
+        else:
+            k = mcfg.kan
+            self.kfusion = KFusion(
+                face_branches=face_branches, mouth_branches=mouth_branches, n_tokens=n_tokens,
+                n_frames=n_frames, channels=mcfg.fusion_channels, mouth_indices=mouth,
+                head=mcfg.fusion, kan_widths=[N_POINTS, *k.hidden, N_POINTS],
+                kan_kwargs=dict(grid_size=k.grid_size, spline_order=k.spline_order,
+                                grid_range=tuple(k.grid_range), scale_noise=k.scale_noise,
+                                scale_base=k.scale_base, scale_spline=k.scale_spline))
+
+    def _input(self, batch: dict, key: str, shape: tuple[int | None, ...]) -> torch.Tensor:
+        if key not in batch:
+            raise KeyError(f"model batch lacks {key!r}; expected keys mel, w2v, identity, "
+                           f"emotion (see model/build.py)")
+        x = batch[key]
+        if x.dim() != len(shape) + 1 or any(
+                want is not None and got != want for got, want in zip(x.shape[1:], shape)):
+            raise ValueError(f"model input {key!r}: shape {tuple(x.shape)}, expected "
+                             f"(B, {', '.join('any' if d is None else str(d) for d in shape)}) for "
+                             f"this config's window")
+        device, dtype = self.mouth_indices.device, next(self.parameters()).dtype
+        return x.to(device=device, dtype=dtype)
+
+    def forward(self, batch: dict) -> torch.Tensor:
+        w2v = self._input(batch, "w2v", (self.n_tokens, W2V_DIM))  # (B, 49, 768)
+        identity = to_unit(self._input(batch, "identity", (N_POINTS, 2)), self.mcfg)
+        v = identity.transpose(1, 2).flatten(1)  # (B, 136): x row then y row (the (2, 68) grid)
+        v_m = identity[:, self.mouth_indices].transpose(1, 2).flatten(1)  # (B, 40), Eq. 4
+        emotion = batch.get("emotion")
+        if emotion is not None:
+            emotion = emotion.to(self.mouth_indices.device)
+        c = self.content_domain(w2v, v, emotion)
+        face, mouth = [], []
+        if self.mcfg.lstm:
+            face.append(c["f"])
+            mouth.append(c["m"])
+        if self.mcfg.global_domain:
+            audio = (self._input(batch, "mel", (None, self.n_mels))
+                     if self.mcfg.global_input == "mel" else w2v)
+            gb, gb_m = self.global_domain(audio, v, v_m)
+            face.append(gb)
+            mouth.append(gb_m)
+        face.append(c["ct"])  # Eq. 9 order: f, gb, ct; Eq. 8: m, gb_m
+        y = self.kfusion(face, mouth)  # (B, n_frames, 68, 2) in [-1, 1] units
+        if self.mcfg.target == "offset":
+            y = y + identity[:, None]
+        return from_unit(y, self.mcfg)  # crop px
+
+
+def build_model(cfg: Config) -> nn.Module:
+    """The model on cfg.device, its initial weights a function of cfg.seed only (the
+    global RNG is left as it was)."""
+    device = resolve_device(cfg.device)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        model = KFusionModel(cfg.model, **window_shapes(cfg))
+    return model.to(device)
+
+
+def parameter_counts(model: nn.Module) -> dict[str, int]:
+    """Parameters per top-level block (and the KFusion head), for docs and logs."""
+    out = {name: sum(p.numel() for p in m.parameters()) for name, m in model.named_children()}
+    head = getattr(getattr(model, "kfusion", None), "head", None)
+    if head is not None:
+        out["kfusion.head"] = sum(p.numel() for p in head.parameters())
+    out["total"] = sum(p.numel() for p in model.parameters())
+    return out

@@ -1,0 +1,37 @@
+"""The training loss and the coordinate normalisation the model works in.
+
+Coordinates are min-max scaled with fixed bounds (model.coord_low_px / coord_high_px, the
+authors' 56 and 243 of the 256 crop) to [-1, 1], the KAN's default grid range: a point at
+the low bound maps to -1, at the high bound to +1. The loss is computed in those units,
+so its size does not depend on the crop's pixel scale.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from kfusion.config import MOUTH_INDICES, ModelConfig
+
+
+def to_unit(px: torch.Tensor, mcfg: ModelConfig) -> torch.Tensor:
+    """Crop px -> [-1, 1] between the fixed bounds."""
+    half = (mcfg.coord_high_px - mcfg.coord_low_px) / 2
+    return (px - (mcfg.coord_low_px + half)) / half
+
+
+def from_unit(u: torch.Tensor, mcfg: ModelConfig) -> torch.Tensor:
+    """[-1, 1] -> crop px (inverse of `to_unit`)."""
+    half = (mcfg.coord_high_px - mcfg.coord_low_px) / 2
+    return u * half + (mcfg.coord_low_px + half)
+
+
+def landmark_loss(pred: torch.Tensor, target: torch.Tensor, mouth_weight: float,
+                  mcfg: ModelConfig) -> torch.Tensor:
+    """(1 - w) MSE(all 68 points) + w MSE(mouth points 48-67), in normalised units.
+
+    pred, target: (B, T, 68, 2) in crop px. The authors' code uses w = 0.8.
+    """
+    p, t = to_unit(pred.float(), mcfg), to_unit(target.float(), mcfg)
+    mouth = list(MOUTH_INDICES)
+    return ((1 - mouth_weight) * F.mse_loss(p, t)
+            + mouth_weight * F.mse_loss(p[:, :, mouth], t[:, :, mouth]))
