@@ -9,9 +9,10 @@
   architecture (`Wav2Vec2Config()` defaults = base) is built with seeded random weights;
   that is warned about and recorded (`fallback: true`) in every shard and in the metrics.
 - Batches: clips sorted by length, at most `batch_seconds` of padded audio and at most
-  `max_pad_fraction` padding per batch. wav2vec2-base normalises its first conv layer over
-  time (group norm) and takes no attention mask, so zero padding shifts every frame a
-  little; keeping batches to near-equal lengths keeps that shift negligible (tested).
+  `max_pad_fraction` padding per batch, attention masked over the padding. wav2vec2-base
+  still normalises its first conv layer over the padded length (group norm), so padding
+  shifts every frame a little (2.5% padding: mean |diff| 1.5% of mean |h|, corr 0.9997,
+  tested); near-equal lengths keep that small.
 - Shards: clip ids sorted and cut every `clips_per_shard`; a shard is skipped when it exists
   with the same fingerprint (params, encoder, input audio shards): resumable.
 """
@@ -115,7 +116,7 @@ def wav2vec2_features(model, clips: list[np.ndarray], *, device: str = "cpu", ha
     """Last hidden states per clip: list of (n_w2v_frames(n), 768) float16."""
     import torch
     dtype = torch.float16 if (half and device.startswith("cuda")) else torch.float32
-    use_mask = getattr(model.config, "feat_extract_norm", "group") == "layer"
+    use_mask = True   # mask attention over padding: batched output stays close to one-by-one
     out: list[np.ndarray | None] = [None] * len(clips)
     lengths = [len(c) for c in clips]
     for batch in plan_batches(lengths, batch_samples, max_pad_fraction):
