@@ -24,6 +24,7 @@ def _env() -> dict:
     return {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
 
 
+@pytest.mark.slow
 def test_train_then_evaluate_stage_cli(windows: Path, tmp_path: Path):
     params = _params(tmp_path, epochs=2)
     for stage in ("train", "evaluate"):
