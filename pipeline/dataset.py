@@ -172,6 +172,6 @@ def write_synthetic_windows(root: str | Path, *, n_train: int = 64, n_val: int =
         import pyarrow.parquet as pq_
         pq_.write_table(table, d / "windows.parquet")
         (d / "meta.json").write_text(json.dumps({
-            "encoder_id": "synthetic", "fallback": True, "fps": 30, "corpora": [corpus],
+            "encoder": "synthetic", "fallback": True, "fps": 30, "corpora": [corpus],
             "identity": "clip", "split": "speaker", "leaky": False}))
     return root
