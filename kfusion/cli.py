@@ -68,7 +68,14 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--checkpoint", default=None, help="default: the pipeline's best checkpoint")
     pr.add_argument("--side-by-side", action="store_true", help="also draw on a neutral canvas")
     pr.add_argument("--strict", action="store_true", help="fail when the image has several faces")
-    pr.add_argument("--params", default="params.yaml")
+    pr.add_argument("--stride-frames", type=int, default=10,
+                    help="frames between overlapping 1 s windows (1-30; default %(default)s)")
+    pr.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    pr.add_argument("--batch-size", type=int, default=64, help="windows per model batch")
+    pr.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
+    pr.add_argument("--params", default=None,
+                    help="params file the checkpoint must match (default: ./params.yaml when "
+                         "the default checkpoint is used)")
     pr.set_defaults(func=_cmd_predict)
     return p
 

@@ -1,0 +1,553 @@
+"""Prediction for a user's own speech and face photo: the library behind `kfusion predict`.
+
+    from pipeline.predict import predict
+    r = predict("speech.wav", "face.jpg", out="out.mp4")     # or out=None: arrays only
+    r.landmarks_crop    # (T, 68, 2) in the 256 crop's pixels, T = round(duration x 30)
+    r.landmarks_image   # (T, 68, 2) in the input image's pixels
+    r.emotion, r.emotion_probabilities, r.checkpoint, r.paths
+
+Everything the model sees is made by the training pipeline's own functions, with the
+checkpoint's recorded config, so a prediction input looks exactly like a training window:
+- audio: `pipeline.media.decode_audio` (16 kHz mono float32, any container ffmpeg reads);
+- face: the landmark stage's detector + tracker + crop rule (`pipeline.landmarks.track_clip`,
+  `postprocess`: square of crop_scale x face size, resized to crop_px) on the image decoded by
+  the same ffmpeg pipe (`pipeline.video.iter_frames`); its crop-px landmarks are the identity;
+- features: `pipeline.features.log_mel` and `wav2vec2_features` on the whole clip (the encoder
+  the checkpoint's training data came from, including the seeded random fallback), then the
+  windows stage's span rule (`pipeline.windows.spans`, `audio_starts`) for each window.
+  Audio longer than `W2V_CHUNK_S` goes through wav2vec2 in chunks with context on both sides
+  (self-attention over 10 minutes at once would need tens of GB); training clips are shorter
+  than one chunk, so for them nothing differs.
+Windows of 1 s start every `stride_frames` frames (plus one flush with the end) and are
+blended by `pipeline.stitch.Stitcher` (tapered weights, so no seams). The model runs in
+batches; the whole clip's features are held once (10 min: ~46 MB wav2vec2 in float16).
+
+Emotion: a MEAD name, or "auto": the checkpoint's audio -> emotion head applied to every
+window, its softmax averaged over windows; the argmax conditions all windows.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import sys
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+
+from kfusion.config import EMOTIONS, Config, ConfigError, from_dict, to_dict
+
+DEFAULT_CHECKPOINT = Path("models/best.pt")
+W2V_CHUNK_S = 30.0      # audio per wav2vec2 pass beyond which the clip is chunked
+W2V_CONTEXT_S = 2.0     # extra audio on each side of a chunk, cut from its output
+W2V_STRIDE = 320        # samples per wav2vec2 frame at 16 kHz
+NEVER_LOADS = "/nonexistent/kfusion-seeded-random-wav2vec2"
+# Keys whose values shape what the model sees; a checkpoint must agree with params on them.
+INPUT_KEYS = (("features", ("n_mels", "n_fft", "win_length", "hop_length", "wav2vec2")),
+              ("windows", ("frames",)), ("landmarks", ("fps", "crop_px", "crop_scale")),
+              ("audio", ("sample_rate_hz",)))
+
+
+class PredictError(RuntimeError):
+    """A problem the user can act on; the CLI prints it as one line and exits 2."""
+
+
+@dataclass
+class Identity:
+    """The face of the input image, cropped as the landmark stage crops a clip."""
+    crop_box: np.ndarray          # (3,) x0, y0, side in image px
+    landmarks_crop: np.ndarray    # (68, 2) crop px: the model's identity input
+    landmarks_image: np.ndarray   # (68, 2) image px
+    crop_rgb: np.ndarray          # (crop_px, crop_px, 3) uint8
+    n_faces: int
+    image_wh: tuple[int, int]
+
+
+@dataclass
+class PredictResult:
+    landmarks_crop: np.ndarray                 # (T, 68, 2) crop px
+    landmarks_image: np.ndarray                # (T, 68, 2) input image px
+    fps: int
+    duration_s: float
+    emotion: str
+    emotion_source: str                        # "given" | "auto"
+    emotion_probabilities: dict[str, float] | None
+    checkpoint: Path
+    encoder: dict[str, Any]
+    identity: Identity
+    n_windows: int
+    stride_frames: int
+    paths: dict[str, Path] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    timings_s: dict[str, float] = field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------- checkpoint
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    from pipeline.training import load_checkpoint
+    path = Path(path)
+    if not path.is_file():
+        raise PredictError(f"{path}: no such checkpoint; run `dvc repro` to train one, "
+                           f"or pass --checkpoint PATH")
+    try:
+        ckpt = load_checkpoint(path)
+    except Exception as e:
+        raise PredictError(f"{path}: not a readable checkpoint ({type(e).__name__}: "
+                           f"{str(e).splitlines()[0] if str(e) else ''})") from None
+    if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
+        raise PredictError(f"{path}: not a kfusion checkpoint (no model weights and config); "
+                           f"use models/best.pt or models/last.pt from the train stage")
+    return ckpt
+
+
+def checkpoint_config(ckpt: dict[str, Any], path: Path) -> Config:
+    try:
+        return from_dict(ckpt["config"], f"{path} (its recorded config)")
+    except ConfigError as e:
+        raise PredictError(f"{path}: written with another version of kfusion's config ({e}); "
+                           f"retrain with `dvc repro`") from None
+
+
+def _flat(d: dict, prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def config_differences(trained: Config, current: Config) -> list[str]:
+    """'key: checkpoint value vs params value' for model keys and input-shaping keys."""
+    a = {"model": to_dict(trained.model)}
+    b = {"model": to_dict(current.model)}
+    for section, keys in INPUT_KEYS:
+        a[section] = {k: getattr(getattr(trained, section), k) for k in keys}
+        b[section] = {k: getattr(getattr(current, section), k) for k in keys}
+    fa, fb = _flat(a), _flat(b)
+    return [f"{k}: {fa[k]!r} in the checkpoint, {fb[k]!r} in params" for k in fa if fa[k] != fb[k]]
+
+
+def build_checkpoint_model(cfg: Config, ckpt: dict[str, Any], path: Path,
+                           device: torch.device) -> torch.nn.Module:
+    """The model its recorded config builds, with the checkpoint's weights (strictly)."""
+    from model.build import build_model
+    model = build_model(dataclasses.replace(cfg, device="cpu"))
+    try:
+        model.load_state_dict(ckpt["model"], strict=True)
+    except RuntimeError as e:
+        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+        detail = "; ".join(lines[1:3]) if len(lines) > 1 else lines[0] if lines else ""
+        raise PredictError(f"{path}: its weights do not fit the model its config builds with "
+                           f"this code (a checkpoint from another model configuration or "
+                           f"version: {detail[:300]}); retrain with `dvc repro`") from None
+    return model.to(device).eval()
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise PredictError("--device cuda, but torch sees no CUDA device; use --device cpu")
+    return torch.device("cuda" if name != "cpu" and torch.cuda.is_available() else "cpu")
+
+
+# ----------------------------------------------------------------------------- inputs
+def read_audio(path: str | Path, cfg: Config, ffmpeg: str = "") -> np.ndarray:
+    """(n,) float32 at 16 kHz, or PredictError for unreadable / empty / too short audio."""
+    from pipeline.media import MediaError, decode_audio
+    try:
+        samples = decode_audio(path, sample_rate_hz=cfg.audio.sample_rate_hz, ffmpeg=ffmpeg)
+    except MediaError as e:
+        what = {"no_audio_stream": "has no audio stream", "missing_file": "does not exist"}
+        raise PredictError(f"audio {path}: {what.get(e.reason, 'cannot be decoded')} "
+                           f"({e.message})") from None
+    fps = cfg.landmarks.fps
+    if samples.size == 0:
+        raise PredictError(f"audio {path}: ffmpeg decoded no samples (empty audio)")
+    if round(samples.size / cfg.audio.sample_rate_hz * fps) == 0:
+        raise PredictError(f"audio {path}: {samples.size / cfg.audio.sample_rate_hz * 1000:.0f} ms "
+                           f"is shorter than one video frame (1/{fps} s)")
+    return samples
+
+
+def _first_frame(path: Path, pix_fmt: str, ffmpeg: str) -> np.ndarray:
+    from pipeline.media import MediaError
+    from pipeline.video import iter_frames
+    try:
+        for frame in iter_frames(path, ffmpeg=ffmpeg, pix_fmt=pix_fmt, max_frames=1):
+            return frame
+    except MediaError as e:
+        raise PredictError(f"image {path}: cannot be decoded ({e.message})") from None
+    raise PredictError(f"image {path}: ffmpeg decoded no picture")
+
+
+def find_identity(image: str | Path, cfg: Config, *, strict: bool = False, ffmpeg: str = "",
+                  backend=None) -> tuple[Identity, list[str]]:
+    """Detect, landmark and crop the face in `image` with the landmark stage's own code."""
+    from pipeline.landmarks import make_backend, postprocess, to_video_px, track_clip
+    from pipeline.video import crop_square, downscale
+    image, lcfg = Path(image), cfg.landmarks
+    if not image.is_file():
+        raise PredictError(f"image {image}: no such file")
+    gray = _first_frame(image, "gray", ffmpeg)   # what the landmark stage's tracker sees
+    backend = backend or make_backend(lcfg)
+    faces = backend.detect(downscale(gray, lcfg.detect_max_px)[0])
+    notes = []
+    if not faces:
+        raise PredictError(f"image {image}: no face found (dlib {lcfg.detector} detector); use a "
+                           f"photo with one clearly visible, roughly frontal face")
+    if len(faces) > 1:
+        if strict:
+            raise PredictError(f"image {image}: {len(faces)} faces found and --strict is set; "
+                               f"crop the image to one face")
+        notes.append(f"image {image}: {len(faces)} faces found; using the largest")
+    track = track_clip([gray], backend, lcfg)     # one frame: detect (largest face) + predict
+    if not track.found[0]:
+        raise PredictError(f"image {image}: no face landmarks found")
+    clip = postprocess(track, lcfg)               # crop rule: crop_scale x face size, square
+    box = clip.crop_box[0]
+    rgb = _first_frame(image, "rgb24", ffmpeg)
+    ident = Identity(crop_box=box.astype(np.float32), landmarks_crop=clip.landmarks_px[0],
+                     landmarks_image=to_video_px(clip.landmarks_px[:1], clip.crop_box[:1],
+                                                 lcfg.crop_px)[0],
+                     crop_rgb=crop_square(rgb, box, lcfg.crop_px), n_faces=len(faces),
+                     image_wh=(gray.shape[1], gray.shape[0]))
+    return ident, notes
+
+
+# ----------------------------------------------------------------------------- features
+def load_encoder(cfg: Config, encoder: dict[str, Any], device: torch.device):
+    """The wav2vec2 the checkpoint's features came from: real weights, or the same seeded
+    random fallback the features stage built (seed = the run's `seed`). -> (model, fallback)."""
+    from pipeline.features import load_wav2vec2
+    name = encoder.get("encoder") or cfg.features.wav2vec2
+    recorded = encoder.get("encoder_fallback")
+    if recorded:
+        # A path that never loads sends load_wav2vec2 down its own seeded fallback path, even
+        # on a machine where the real weights are cached.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model, fallback, _ = load_wav2vec2(NEVER_LOADS, fallback="random", seed=cfg.seed)
+    else:
+        policy = "error" if recorded is False else cfg.features.wav2vec2_fallback
+        try:
+            model, fallback, _ = load_wav2vec2(name, fallback=policy, seed=cfg.seed)
+        except FileNotFoundError as e:
+            raise PredictError(f"the checkpoint was trained on features of wav2vec2 {name!r}, "
+                               f"which cannot be loaded here: {e}") from None
+    return model.to(device), fallback
+
+
+def wav2vec2_chunked(model, samples: np.ndarray, *, device: str, half: bool,
+                     chunk_s: float = W2V_CHUNK_S, context_s: float = W2V_CONTEXT_S,
+                     sample_rate_hz: int = 16000) -> np.ndarray:
+    """(n_w2v_frames(n), 768) float16: the features stage's call on the whole clip, or, past
+    chunk_s, on chunks starting at multiples of the frame stride with context on both sides."""
+    from pipeline.features import n_w2v_frames, normalise, wav2vec2_features
+    n = len(samples)
+    total = n_w2v_frames(n)
+    if n <= chunk_s * sample_rate_hz:
+        return wav2vec2_features(model, [samples], device=device, half=half)[0]
+    x = normalise(samples)   # clip-level statistics, as for a whole clip
+    core = int(chunk_s * sample_rate_hz) // W2V_STRIDE          # frames per chunk
+    ctx = int(context_s * sample_rate_hz) // W2V_STRIDE
+    out = np.zeros((total, 768), np.float16)
+    for f0 in range(0, total, core):
+        a = max(f0 - ctx, 0)                                      # first frame computed
+        s0, s1 = a * W2V_STRIDE, min(n, (f0 + core + ctx) * W2V_STRIDE + 400)
+        h = wav2vec2_features(model, [x[s0:s1]], device=device, half=half)[0]
+        f1 = min(f0 + core, total)
+        out[f0:f1] = h[f0 - a:f1 - a]
+    return out
+
+
+def clip_features(samples: np.ndarray, cfg: Config, encoder_model, device: torch.device,
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """mel (n_mel, n_mels) float32 and w2v (n_w2v, 768) float16 for the whole clip, padded
+    so every window of the clip has its full spans."""
+    from pipeline.features import log_mel, mel_transform
+    from pipeline.windows import spans
+    fps, frames, sr = cfg.landmarks.fps, cfg.windows.frames, cfg.audio.sample_rate_hz
+    x = samples
+    if len(x) < round(frames / fps * sr):   # shorter than one window: pad with silence
+        x = np.concatenate([x, np.zeros(round(frames / fps * sr) - len(x), np.float32)])
+    mel = log_mel(x, mel_transform(cfg.features, sr))                          # (n_mel, n_mels)
+    w2v = wav2vec2_chunked(encoder_model, x, device=device.type,
+                           half=cfg.features.half_precision, sample_rate_hz=sr)  # (n_w2v, 768)
+    # The last window (flush with the end) may need a frame more than the clip gives:
+    # repeat the edge frame instead of dropping the window as training does.
+    T = max(round(len(samples) / sr * fps), frames)
+    from pipeline.windows import audio_starts
+    m0, w0 = audio_starts(T - frames, fps)
+    mel_len, w2v_len = spans(frames, fps)
+    mel = _edge_pad(mel, m0 + mel_len)
+    w2v = _edge_pad(w2v, w0 + w2v_len)
+    return mel, w2v
+
+
+def _edge_pad(a: np.ndarray, n: int) -> np.ndarray:
+    return a if len(a) >= n else np.concatenate([a, np.repeat(a[-1:], n - len(a), 0)])
+
+
+def window_batches(mel: np.ndarray, w2v: np.ndarray, starts: list[int], cfg: Config,
+                   batch_size: int) -> Iterator[tuple[list[int], torch.Tensor, torch.Tensor]]:
+    """(starts, mel (B, 100, n_mels) f32, w2v (B, 49, 768) f32) with the windows stage's spans."""
+    from pipeline.windows import audio_starts, spans
+    fps = cfg.landmarks.fps
+    mel_len, w2v_len = spans(cfg.windows.frames, fps)
+    for i in range(0, len(starts), batch_size):
+        chunk = starts[i:i + batch_size]
+        m = np.stack([mel[m0:m0 + mel_len] for m0, _ in (audio_starts(s, fps) for s in chunk)])
+        w = np.stack([w2v[w0:w0 + w2v_len] for _, w0 in (audio_starts(s, fps) for s in chunk)])
+        yield chunk, torch.from_numpy(m.astype(np.float32)), torch.from_numpy(w.astype(np.float32))
+
+
+# ----------------------------------------------------------------------------- predictor
+class Predictor:
+    """A loaded checkpoint (model, emotion head, encoder, face finder), reusable across inputs."""
+
+    def __init__(self, checkpoint: str | Path | None = None, *, device: str = "auto",
+                 params: Config | None = None, ffmpeg: str = ""):
+        t0 = time.perf_counter()
+        self.checkpoint = Path(checkpoint) if checkpoint else DEFAULT_CHECKPOINT
+        ckpt = read_checkpoint(self.checkpoint)
+        self.cfg = checkpoint_config(ckpt, self.checkpoint)
+        if params is not None:
+            diffs = config_differences(self.cfg, params)
+            if diffs:
+                raise PredictError(
+                    f"{self.checkpoint} was trained with another model configuration than the "
+                    f"params ({'; '.join(diffs[:3])}{'; ...' if len(diffs) > 3 else ''}); run "
+                    f"`dvc repro` to retrain, or pass the matching --checkpoint")
+        self.device = resolve_device(device)
+        self.ffmpeg = ffmpeg
+        self.encoder_info = dict(ckpt.get("encoder") or {})
+        self.model = build_checkpoint_model(self.cfg, ckpt, self.checkpoint, self.device)
+        self.classifier = None
+        if ckpt.get("emotion_classifier"):
+            from pipeline.emotion_classifier import EmotionClassifier
+            self.classifier = EmotionClassifier.from_export(ckpt["emotion_classifier"]).to(self.device)
+        self._encoder = None
+        self._backend = None
+        self.load_seconds = {"checkpoint": time.perf_counter() - t0}
+
+    # lazily: a run that fails on its inputs should fail before the slow loads
+    def encoder(self):
+        if self._encoder is None:
+            t0 = time.perf_counter()
+            self._encoder, fb = load_encoder(self.cfg, self.encoder_info, self.device)
+            self.encoder_info.setdefault("encoder_fallback", fb)
+            self.load_seconds["encoder"] = time.perf_counter() - t0
+        return self._encoder
+
+    def backend(self):
+        if self._backend is None:
+            from pipeline.landmarks import make_backend
+            t0 = time.perf_counter()
+            self._backend = make_backend(self.cfg.landmarks)
+            self.load_seconds["face_models"] = time.perf_counter() - t0
+        return self._backend
+
+    def predict(self, audio: str | Path, image: str | Path, *, out: str | Path | None = None,
+                emotion: str = "auto", side_by_side: bool = False, strict: bool = False,
+                stride_frames: int = 10, batch_size: int = 64) -> PredictResult:
+        cfg, timings = self.cfg, {}
+        frames, fps = cfg.windows.frames, cfg.landmarks.fps
+        if emotion != "auto" and emotion not in EMOTIONS:
+            raise PredictError(f"--emotion {emotion!r}: expected auto or one of {', '.join(EMOTIONS)}")
+        if not 1 <= stride_frames <= frames:
+            raise PredictError(f"stride_frames={stride_frames}: expected 1..{frames} (the window)")
+        if emotion == "auto" and self.classifier is None:
+            raise PredictError(f"{self.checkpoint} has no emotion classifier (trained with "
+                               f"train.emotion_classifier_epochs: 0); pass --emotion NAME")
+        paths = output_paths(out) if out is not None else {}
+        if paths:
+            check_writable(paths)
+
+        t = time.perf_counter()
+        samples = read_audio(audio, cfg, self.ffmpeg)
+        timings["decode_audio"] = time.perf_counter() - t
+        t = time.perf_counter()
+        identity, notes = find_identity(image, cfg, strict=strict, ffmpeg=self.ffmpeg,
+                                        backend=self.backend())
+        timings["face"] = time.perf_counter() - t
+
+        encoder = self.encoder()   # loaded once per Predictor; timed in load_seconds
+        t = time.perf_counter()
+        mel, w2v = clip_features(samples, cfg, encoder, self.device)
+        timings["features"] = time.perf_counter() - t
+        sr = cfg.audio.sample_rate_hz
+        duration_s = len(samples) / sr
+        T = round(duration_s * fps)
+        starts = window_starts_for(T, frames, stride_frames)
+
+        t = time.perf_counter()
+        probs = None
+        if emotion == "auto":
+            probs = self._emotion_probabilities(mel, w2v, starts, batch_size)
+            emotion_id = int(np.argmax(probs))
+        else:
+            emotion_id = EMOTIONS.index(emotion)
+        timings["emotion"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        crop = self._landmarks(mel, w2v, starts, identity.landmarks_crop, emotion_id, T, batch_size)
+        timings["model"] = time.perf_counter() - t
+        from pipeline.landmarks import to_video_px
+        image_px = to_video_px(crop, np.repeat(identity.crop_box[None], T, 0), cfg.landmarks.crop_px)
+
+        result = PredictResult(
+            landmarks_crop=crop, landmarks_image=image_px, fps=fps, duration_s=duration_s,
+            emotion=EMOTIONS[emotion_id], emotion_source="auto" if probs is not None else "given",
+            emotion_probabilities=None if probs is None else
+            {e: float(p) for e, p in zip(EMOTIONS, probs)},
+            checkpoint=self.checkpoint, encoder=self.encoder_info, identity=identity,
+            n_windows=len(starts), stride_frames=stride_frames, warnings=notes,
+            timings_s=timings)
+        if paths:
+            t = time.perf_counter()
+            write_outputs(result, paths, samples, sr, side_by_side=side_by_side, ffmpeg=self.ffmpeg)
+            result.paths = paths
+            timings["write"] = time.perf_counter() - t
+        return result
+
+    @torch.no_grad()
+    def _emotion_probabilities(self, mel, w2v, starts, batch_size) -> np.ndarray:
+        """Softmax of the emotion head, averaged over windows: (8,)."""
+        from pipeline.emotion_classifier import pooled_features
+        acc = torch.zeros(len(EMOTIONS), dtype=torch.float64)
+        for chunk, m, w in window_batches(mel, w2v, starts, self.cfg, batch_size):
+            logits = self.classifier(pooled_features(m, w).to(self.device))   # (B, 8)
+            acc += logits.float().softmax(-1).sum(0).cpu().double()
+        return (acc / len(starts)).numpy()
+
+    @torch.no_grad()
+    def _landmarks(self, mel, w2v, starts, identity, emotion_id, T, batch_size) -> np.ndarray:
+        from pipeline.stitch import Stitcher
+        frames = self.cfg.windows.frames
+        stitch = Stitcher(T, frames, (68, 2))
+        ident = torch.from_numpy(np.asarray(identity, np.float32))
+        for chunk, m, w in window_batches(mel, w2v, starts, self.cfg, batch_size):
+            B = len(chunk)
+            batch = {"mel": m.to(self.device), "w2v": w.to(self.device),
+                     "identity": ident[None].expand(B, -1, -1).to(self.device),
+                     "emotion": torch.full((B,), emotion_id, dtype=torch.long, device=self.device)}
+            pred = self.model(batch).float().cpu().numpy()     # (B, 30, 68, 2) crop px
+            for s, p in zip(chunk, pred):
+                stitch.add(s, p.astype(np.float64))
+        return stitch.result()                                  # (T, 68, 2)
+
+
+def window_starts_for(T: int, frames: int, stride: int) -> list[int]:
+    from pipeline.stitch import window_starts
+    return window_starts(T, frames, stride)
+
+
+def predict(audio: str | Path, image: str | Path, *, out: str | Path | None = None,
+            emotion: str = "auto", checkpoint: str | Path | None = None,
+            side_by_side: bool = False, strict: bool = False, stride_frames: int = 10,
+            device: str = "auto", batch_size: int = 64, params: Config | None = None,
+            ffmpeg: str = "") -> PredictResult:
+    """Landmarks (and, with `out`, an mp4 + .npy/.csv files) for `audio` spoken by the face in
+    `image`. checkpoint None = models/best.pt. With `params`, a checkpoint whose model config
+    differs from it is refused. Raises PredictError with a message a user can act on."""
+    p = Predictor(checkpoint, device=device, params=params, ffmpeg=ffmpeg)
+    return p.predict(audio, image, out=out, emotion=emotion, side_by_side=side_by_side,
+                     strict=strict, stride_frames=stride_frames, batch_size=batch_size)
+
+
+# ----------------------------------------------------------------------------- outputs
+def output_paths(out: str | Path) -> dict[str, Path]:
+    """OUT.mp4 -> OUT.mp4, OUT.crop.npy, OUT.image.npy, OUT.crop.csv, OUT.image.csv, OUT.json."""
+    out = Path(out)
+    if out.suffix.lower() != ".mp4":
+        raise PredictError(f"--out {out}: expected a path ending in .mp4 (the landmark files "
+                           f"are written beside it)")
+    stem = out.with_suffix("")
+    return {"video": out, "crop_npy": Path(f"{stem}.crop.npy"), "image_npy": Path(f"{stem}.image.npy"),
+            "crop_csv": Path(f"{stem}.crop.csv"), "image_csv": Path(f"{stem}.image.csv"),
+            "json": Path(f"{stem}.json")}
+
+
+def check_writable(paths: dict[str, Path]) -> None:
+    """Fail before any work when an output cannot be written (one probe file per folder)."""
+    for p in paths.values():
+        if p.is_dir():
+            raise PredictError(f"output {p}: is a directory")
+    for folder in {p.parent for p in paths.values()}:
+        if not folder.exists():
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise PredictError(f"output folder {folder}: cannot be created ({e.strerror})") from None
+        try:
+            fd, probe = tempfile.mkstemp(prefix=".kfusion-write-test.", dir=folder)
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as e:
+            raise PredictError(f"output folder {folder}: not writable ({e.strerror})") from None
+    for p in paths.values():
+        if p.exists() and not os.access(p, os.W_OK) and not os.access(p.parent, os.W_OK):
+            raise PredictError(f"output {p}: exists and cannot be replaced")
+
+
+def landmarks_csv(points: np.ndarray) -> str:
+    """(T, 68, 2) -> 'frame,point,x,y' rows, frame-major."""
+    T = len(points)
+    frame = np.repeat(np.arange(T), 68)
+    point = np.tile(np.arange(68), T)
+    xy = points.reshape(-1, 2)
+    body = "\n".join(f"{f},{p},{x:.3f},{y:.3f}" for f, p, (x, y) in zip(frame, point, xy.tolist()))
+    return "frame,point,x,y\n" + body + ("\n" if T else "")
+
+
+def render_frames(result: PredictResult, side_by_side: bool) -> Iterator[np.ndarray]:
+    from pipeline.draw import draw_landmarks, neutral_canvas
+    crop = result.identity.crop_rgb
+    canvas = neutral_canvas(crop.shape[0])
+    for pts in result.landmarks_crop:
+        left = draw_landmarks(crop, pts)
+        yield np.concatenate([left, draw_landmarks(canvas, pts, (40, 40, 40))], 1) \
+            if side_by_side else left
+
+
+def write_outputs(result: PredictResult, paths: dict[str, Path], samples: np.ndarray,
+                  sample_rate_hz: int, *, side_by_side: bool, ffmpeg: str = "") -> None:
+    from pipeline.io import atomic_path, atomic_write_text, write_json
+    from pipeline.mp4 import write_mp4
+    try:
+        for key, pts in (("crop", result.landmarks_crop), ("image", result.landmarks_image)):
+            with atomic_path(paths[f"{key}_npy"]) as tmp, open(tmp, "wb") as fh:
+                np.save(fh, pts.astype(np.float32))
+            atomic_write_text(paths[f"{key}_csv"], landmarks_csv(pts))
+        px = result.identity.crop_rgb.shape[0]
+        write_mp4(paths["video"], render_frames(result, side_by_side), fps=result.fps,
+                  size_wh=(2 * px if side_by_side else px, px), audio=samples,
+                  sample_rate_hz=sample_rate_hz, ffmpeg=ffmpeg)
+        write_json(paths["json"], summary(result, paths))
+        umask = os.umask(0)
+        os.umask(umask)
+        for p in paths.values():   # temp files are created 0600; outputs are the user's files
+            os.chmod(p, 0o666 & ~umask)
+    except OSError as e:
+        raise PredictError(f"cannot write outputs beside {paths['video']}: {e}") from None
+
+
+def summary(result: PredictResult, paths: dict[str, Path] | None = None) -> dict[str, Any]:
+    ident = result.identity
+    return {"frames": len(result.landmarks_crop), "fps": result.fps,
+            "duration_s": round(result.duration_s, 4), "emotion": result.emotion,
+            "emotion_source": result.emotion_source,
+            "emotion_probabilities": result.emotion_probabilities,
+            "checkpoint": str(result.checkpoint), "encoder": result.encoder,
+            "windows": result.n_windows, "stride_frames": result.stride_frames,
+            "crop_box": [float(v) for v in ident.crop_box], "faces_in_image": ident.n_faces,
+            "image_wh": list(ident.image_wh),
+            "files": {k: str(v) for k, v in (paths or result.paths).items()},
+            "warnings": result.warnings}

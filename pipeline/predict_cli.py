@@ -1,0 +1,72 @@
+"""`kfusion predict`: argument handling and messages around `pipeline.predict`.
+
+Exit codes: 0 done; 2 a problem the user can act on (one line on stderr, no traceback).
+Warnings (several faces in the image, the random-weights wav2vec2) go to stderr as
+`warning: ...` lines; the summary (checkpoint, emotion, files) to stdout.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from kfusion.config import ConfigError, load
+
+
+def _params(args: argparse.Namespace):
+    """The params to check the checkpoint against: explicit --params (must exist), or
+    ./params.yaml when the default checkpoint is used (the pipeline's own pair)."""
+    from pipeline.predict import PredictError
+    if args.params:
+        try:
+            return load(args.params)
+        except ConfigError as e:
+            raise PredictError(str(e)) from None
+    if args.checkpoint is None and Path("params.yaml").is_file():
+        try:
+            return load("params.yaml")
+        except ConfigError as e:
+            raise PredictError(str(e)) from None
+    return None
+
+
+def run(args: argparse.Namespace) -> int:
+    from pipeline.predict import DEFAULT_CHECKPOINT, PredictError, Predictor
+    try:
+        params = _params(args)
+        ffmpeg = params.preprocess.ffmpeg if params is not None else ""
+        if getattr(args, "threads", 0):
+            import torch
+            torch.set_num_threads(args.threads)
+        ckpt = args.checkpoint or DEFAULT_CHECKPOINT
+        print(f"checkpoint: {ckpt}" + ("" if args.checkpoint else " (the pipeline's; "
+                                       "pass --checkpoint to use another)"), flush=True)
+        predictor = Predictor(ckpt, device=getattr(args, "device", "auto"), params=params,
+                              ffmpeg=ffmpeg)
+        if predictor.encoder_info.get("encoder_fallback"):
+            print(f"warning: this checkpoint was trained on features of the seeded random-weights "
+                  f"wav2vec2 fallback (seed {predictor.cfg.seed}); predictions use the same",
+                  file=sys.stderr, flush=True)
+        result = predictor.predict(args.audio, args.image, out=args.out, emotion=args.emotion,
+                                   side_by_side=args.side_by_side, strict=args.strict,
+                                   stride_frames=getattr(args, "stride_frames", 10),
+                                   batch_size=getattr(args, "batch_size", 64))
+    except PredictError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    for w in result.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    if result.emotion_probabilities is not None:
+        p = result.emotion_probabilities
+        top = sorted(p, key=p.get, reverse=True)[:3]
+        print(f"emotion: {result.emotion} (auto; " + ", ".join(f"{e} {p[e]:.2f}" for e in top) + ")")
+    else:
+        print(f"emotion: {result.emotion} (given)")
+    t = result.timings_s
+    print(f"predicted {len(result.landmarks_crop)} frames ({result.duration_s:.2f} s at "
+          f"{result.fps} fps, {result.n_windows} windows, stride {result.stride_frames}) in "
+          f"{sum(t.values()):.1f} s (features {t.get('features', 0):.1f} s, model "
+          f"{t.get('model', 0):.2f} s, writing {t.get('write', 0):.1f} s)")
+    for key, path in result.paths.items():
+        print(f"  {key}: {path}")
+    return 0
