@@ -103,7 +103,9 @@ def _run(cfg: Config, args) -> dict:
     work_frames = 0
     if todo:
         tasks = [(cid, by_id[cid]["video_path"]) for k in todo for cid in plan[k]]
-        with mp.get_context("fork").Pool(cfg.preprocess.workers, _init_worker, (lcfg, ffmpeg)) as pool:
+        # forkserver, not fork: the caller may hold threads (torch, OpenMP) whose locks a
+        # forked child would inherit locked.
+        with mp.get_context("forkserver").Pool(cfg.preprocess.workers, _init_worker, (lcfg, ffmpeg)) as pool:
             results = pool.imap(_work, tasks, chunksize=1)
             bar = progress(total=len(tasks), desc=STAGE, unit="clip")
             for k in todo:   # results arrive in task order, so shard by shard
