@@ -15,15 +15,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-# iBUG-68 index of each point's mirror image (left <-> right), used when flipping a photo.
-MIRROR_68 = np.array(
-    list(range(16, -1, -1))                       # jaw 0..16
-    + list(range(26, 21, -1)) + list(range(21, 16, -1))   # brows 17..21 <-> 26..22
-    + [27, 28, 29, 30] + [35, 34, 33, 32, 31]     # nose bridge, nostrils
-    + [45, 44, 43, 42, 47, 46] + [39, 38, 37, 36, 41, 40]  # eyes
-    + [54, 53, 52, 51, 50, 49, 48, 59, 58, 57, 56, 55]     # outer lips
-    + [64, 63, 62, 61, 60, 67, 66, 65])           # inner lips
-
 # Voices (eSpeak NG language + female variant: both base photos show women) and base pitch.
 VOICES = ("en-us+f3", "en+f2", "en-gb-scotland+f1", "en-us+f4", "en-029+f5", "en-gb-x-rp+f2",
           "en-us-nyc+f1", "en+f4", "en-us+f2", "en-gb-x-gbclan+f3", "en+f5", "en-us+f1",
@@ -35,6 +26,7 @@ class BasePhoto:
     name: str
     image: np.ndarray      # (F, F, 3) uint8 RGB, face filling `face_fraction` of the width
     landmarks: np.ndarray  # (68, 2) float32, dlib's points on `image`
+    mirrored_landmarks: np.ndarray  # (68, 2) dlib's points on the left-right flipped image
 
 
 @dataclass
@@ -82,12 +74,12 @@ def _photo_files() -> dict[str, np.ndarray]:
             "grace_hopper": cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)}
 
 
-def detect_68(image: np.ndarray) -> np.ndarray:
+def detect_68(image: np.ndarray, upsample: int = 1) -> np.ndarray:
     """dlib's 68 points (68, 2) of the largest face in an RGB image."""
     import dlib
     detector = dlib.get_frontal_face_detector()
     predictor = dlib.shape_predictor(str(predictor_path()))
-    rects = detector(image, 1)
+    rects = detector(image, upsample) or detector(image, upsample + 1)
     if not rects:
         raise RuntimeError("dlib finds no face in a base photo")
     rect = max(rects, key=lambda r: r.width() * r.height())
@@ -95,8 +87,39 @@ def detect_68(image: np.ndarray) -> np.ndarray:
     return np.array([(p.x, p.y) for p in shape.parts()], np.float32)
 
 
+def consensus_68(image: np.ndarray, n: int = 24, seed: int = 0) -> np.ndarray:
+    """dlib's 68 points as the per-point median over `n` small shifts, rotations and scalings
+    of the image (each answer mapped back). Where a contour is ambiguous (Grace Hopper's jaw
+    against her white hair, her brows against her glasses) dlib flips between two answers
+    under head-motion-sized moves; the median is the answer the rendered frames will get most."""
+    import dlib
+    detector = dlib.get_frontal_face_detector()
+    predictor = dlib.shape_predictor(str(predictor_path()))
+    rng = np.random.default_rng(seed)
+    h, w = image.shape[:2]
+    answers = []
+    for i in range(n):
+        angle, scale = (0.0, 1.0) if i == 0 else (rng.uniform(-3, 3), rng.uniform(0.97, 1.03))
+        m = cv2.getRotationMatrix2D((w / 2, h / 2), angle, scale)
+        if i:
+            m[:, 2] += rng.uniform(-3, 3, 2)
+        moved = cv2.warpAffine(image, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+        rects = detector(moved, 0) or detector(moved, 1)
+        if not rects:
+            continue
+        shape = predictor(moved, max(rects, key=lambda r: r.width() * r.height()))
+        pts = np.array([(p.x, p.y, 1.0) for p in shape.parts()])
+        answers.append(pts @ cv2.invertAffineTransform(m).T)               # back to the image
+    if not answers:
+        raise RuntimeError("dlib finds no face in a base photo")
+    return np.median(np.stack(answers), 0).astype(np.float32)
+
+
 def base_photos(frame_px: int, face_fraction: float) -> list[BasePhoto]:
-    """The base photos, square-cropped around the face and resized to frame_px."""
+    """The base photos, square-cropped around the face and resized to frame_px.
+
+    The landmarks are dlib's on the cropped photo itself, at the size the videos have (the
+    predictor's answer depends on scale), as a consensus over small moves (`consensus_68`)."""
     out = []
     for name, img in _photo_files().items():
         pts = detect_68(img)
@@ -109,7 +132,8 @@ def base_photos(frame_px: int, face_fraction: float) -> list[BasePhoto]:
         m = np.array([[s, 0, -x0 * s], [0, s, -y0 * s]], np.float32)
         crop = cv2.warpAffine(img, m, (frame_px, frame_px), flags=cv2.INTER_AREA if s < 1
                               else cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)
-        out.append(BasePhoto(name, crop, (pts * s - [x0 * s, y0 * s]).astype(np.float32)))
+        # dlib is not mirror-symmetric: ask it about the flipped photo too
+        out.append(BasePhoto(name, crop, consensus_68(crop), consensus_68(crop[:, ::-1].copy())))
     return out
 
 
@@ -175,8 +199,7 @@ def make_speakers(n: int, photos: list[BasePhoto], seed: int) -> list[Speaker]:
         img, src = photo.image, photo.landmarks
         if mirrored:
             img = np.ascontiguousarray(img[:, ::-1])
-            src = src[MIRROR_68].copy()
-            src[:, 0] = img.shape[1] - 1 - src[:, 0]
+            src = photo.mirrored_landmarks
         if i < len(photos):
             neutral, shape = src.copy(), {}
             colour = {}
