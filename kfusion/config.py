@@ -59,6 +59,15 @@ class DemoConfig:
     frame_px: int = _f(256, lo=128, hi=1920, doc="square video size of the generated clips")
     visual_lead_ms: float = _f(40.0, lo=0.0, hi=200.0,
                                doc="how far mouth motion leads the acoustic onset")
+    max_duration_s: float = _f(4.0, lo=1.0, hi=60.0,
+                               doc="a longer synthesis tries the next sentence (up to 10)")
+    lead_in_s: float = _f(0.25, lo=0.0, hi=5.0, doc="silence before the speech starts")
+    face_fraction: float = _f(0.5, lo=0.2, hi=0.9, doc="face (jaw) width / frame width")
+    crop_scale: float = _f(1.6, lo=1.0, hi=4.0,
+                           doc="ground-truth crop side / mean landmark box size")
+    audio_rate_hz: int = _f(48000, lo=8000, hi=96000, doc="AAC sample rate (MEAD: 48 kHz)")
+    crf: int = _f(18, lo=0, hi=51, doc="x264 quality (lower = better, bigger files)")
+    clips_per_shard: int = _f(256, lo=1, hi=100000, doc="ground-truth rows per Parquet shard")
     out: str = _f("data/demo")
 
 
