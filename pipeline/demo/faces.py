@@ -15,10 +15,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-# Voices (eSpeak NG language + female variant: both base photos show women) and base pitch.
-VOICES = ("en-us+f3", "en+f2", "en-gb-scotland+f1", "en-us+f4", "en-029+f5", "en-gb-x-rp+f2",
-          "en-us-nyc+f1", "en+f4", "en-us+f2", "en-gb-x-gbclan+f3", "en+f5", "en-us+f1",
-          "en-029+f3", "en-gb-scotland+f4", "en+f1", "en-us+f5")
+# Voices: eSpeak NG language + a female variant (both base photos show women) without
+# `breath`: variants with breath noise (f2, f3, f5) differ from run to run even in a fresh
+# process, which would break the corpus's byte-for-byte determinism.
+VOICES = ("en-us+f1", "en+f4", "en-gb-scotland+Annie", "en-us+belinda", "en-029+linda",
+          "en-gb-x-rp+steph", "en-us-nyc+anika", "en+f1", "en-us+f4", "en-gb-x-gbclan+belinda",
+          "en+linda", "en-us+Annie", "en-029+steph", "en-gb-scotland+f4", "en+anika", "en-us+steph")
 
 
 @dataclass
