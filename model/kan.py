@@ -45,6 +45,58 @@ def uniform_bspline_matrix(order: int) -> torch.Tensor:
     return torch.tensor(m, dtype=torch.int64)
 
 
+def _span_position(x, start, step, grid_size: int, order: int):
+    """Knot span and position u in [0, 1) inside it. Inputs outside the extended grid get
+    span -1 or G + 2k, whose k + 1 bases all land in the padding columns (i.e. are zero),
+    so no masks are needed: the same half-open rule as Cox-de Boor's order-0 indicators."""
+    t = ((x - start) / step).clamp(-1, grid_size + 2 * order)  # (N, in), knot units
+    span = torch.floor(t)
+    return span, (t - span).unsqueeze(-1)  # (N, in), (N, in, 1)
+
+
+def _horner(coef: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """sum_p u^p coef[p] for all k + 1 segment polynomials at once -> (N, in, k+1)."""
+    vals = coef[-1].expand(*u.shape[:-1], coef.shape[1])
+    for p in range(coef.shape[0] - 2, -1, -1):
+        vals = torch.addcmul(coef[p], vals, u)
+    return vals
+
+
+def _columns(span: torch.Tensor, order: int) -> torch.Tensor:
+    # basis j - k + r sits in padded column j + 1 + r; columns k+1 .. k+G+k are real
+    return span.long().unsqueeze(-1) + 1 + torch.arange(order + 1, device=span.device)
+
+
+class _UniformBSplines(torch.autograd.Function):
+    """Dense (N, in, G + k) bases from k + 1 closed-form values per input, scattered into
+    a padded row. Backward recomputes instead of saving the intermediates: it keeps only x,
+    gathers the incoming gradient at the same k + 1 columns and multiplies by the
+    derivative polynomials (d/dx = d/du / h)."""
+
+    @staticmethod
+    def forward(ctx, x, start, step, matrix, grid_size: int, order: int):
+        span, u = _span_position(x, start, step, grid_size, order)
+        coef = matrix.to(x.dtype) / math.factorial(order)  # exact integers / k!
+        padded = x.new_zeros(*x.shape, grid_size + 3 * order + 2)
+        padded.scatter_(-1, _columns(span, order), _horner(coef, u))
+        ctx.save_for_backward(x, start, step, matrix)
+        ctx.sizes = (grid_size, order)
+        return padded[..., order + 1: 2 * order + 1 + grid_size].contiguous()
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, start, step, matrix = ctx.saved_tensors
+        grid_size, order = ctx.sizes
+        if not ctx.needs_input_grad[0]:
+            return None, None, None, None, None, None
+        span, u = _span_position(x, start, step, grid_size, order)
+        powers = torch.arange(1, order + 1, device=x.device, dtype=x.dtype)[:, None]
+        dcoef = matrix[1:].to(x.dtype) * powers / math.factorial(order)  # (k, k+1)
+        g = F.pad(grad, (order + 1, order + 1)).gather(-1, _columns(span, order))
+        grad_x = (g * _horner(dcoef, u)).sum(-1) / step  # (N, in)
+        return grad_x, None, None, None, None, None
+
+
 class KANLinear(nn.Module):
     """One KAN layer: (..., in_features) -> (..., out_features)."""
 
@@ -86,22 +138,8 @@ class KANLinear(nn.Module):
 
     def b_splines(self, x: torch.Tensor) -> torch.Tensor:
         """(N, in) -> (N, in, G + k) basis values, only k + 1 of them non-zero per input."""
-        k, n_bases = self.spline_order, self.grid_size + self.spline_order
-        t = (x - self.grid_start) / self.grid_step  # (N, in), position in knot units
-        span = torch.floor(t)
-        u = (t - span).unsqueeze(-1)  # (N, in, 1), in [0, 1)
-        m = self.basis_matrix.to(x.dtype)
-        vals = m[k].expand(*x.shape, k + 1)
-        for p in range(k - 1, -1, -1):  # Horner over the k + 1 segment polynomials at once
-            vals = torch.addcmul(m[p], vals, u)  # (N, in, k+1)
-        vals = vals / math.factorial(k)
-        idx = span.long().unsqueeze(-1) - k + torch.arange(k + 1, device=x.device)
-        # bases that exist (0 <= idx < G+k) and inputs inside the extended grid; else zero
-        inside = (t >= 0) & (t < n_bases + k)
-        keep = (idx >= 0) & (idx < n_bases) & inside.unsqueeze(-1)
-        vals = vals * keep
-        out = x.new_zeros(*x.shape, n_bases)
-        return out.scatter_add(-1, idx.clamp(0, n_bases - 1), vals)
+        return _UniformBSplines.apply(x, self.grid_start, self.grid_step, self.basis_matrix,
+                                      self.grid_size, self.spline_order)
 
     def scaled_spline_weight(self) -> torch.Tensor:
         return self.spline_weight * self.spline_scaler.unsqueeze(-1)  # (out, in, G+k)

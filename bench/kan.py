@@ -1,0 +1,208 @@
+"""KAN head speed: our closed-form B-spline KAN vs a matched-parameter MLP vs the
+efficient-kan formulation (Cox-de Boor over all G + k bases, written here), forward +
+backward at KAN [68, 512, 68] over 1920 rows (batch 32 x 30 frames x 2 coordinates);
+plus the whole model's training step at batch 32 (default config, and with the authors'
+[68, 512, 68] head).
+
+Memory: on CUDA the peak allocated bytes of one forward+backward; on CPU the bytes of the
+tensors autograd saves for backward (activation memory, unique storages), since the CPU
+allocator keeps no peak counter. All variants are timed round-robin in one run, so machine
+load (this box is shared) hits them alike; medians are reported, with minima (the least
+disturbed run) and the load average beside them.
+
+    python bench/kan.py [--repeats 15] [--threads 2] [--device cpu]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from kfusion.config import load  # noqa: E402
+from model.build import build_model  # noqa: E402
+from model.kan import KAN, MLP, KANLinear, matched_mlp_widths  # noqa: E402
+from model.loss import landmark_loss  # noqa: E402
+
+
+class CoxDeBoorKANLinear(KANLinear):
+    """The efficient-kan formulation: the k-round Cox-de Boor recursion over all G + 2k
+    order-0 indicators of every input, then the same two matmuls. Shares our parameters,
+    so outputs must agree."""
+
+    def b_splines(self, x: torch.Tensor) -> torch.Tensor:
+        grid = self.knots()  # (in, G + 2k + 1)
+        x = x.unsqueeze(-1)  # (N, in, 1)
+        bases = ((x >= grid[:, :-1]) & (x < grid[:, 1:])).to(x.dtype)  # (N, in, G + 2k)
+        for k in range(1, self.spline_order + 1):
+            bases = ((x - grid[:, :-(k + 1)]) / (grid[:, k:-1] - grid[:, :-(k + 1)])
+                     * bases[:, :, :-1]
+                     + (grid[:, k + 1:] - x) / (grid[:, k + 1:] - grid[:, 1:-k])
+                     * bases[:, :, 1:])
+        return bases  # (N, in, G + k)
+
+
+def cox_de_boor_kan(widths: list[int]) -> nn.Module:
+    kan = KAN(widths)
+    kan.layers = nn.ModuleList(CoxDeBoorKANLinear(a, b) for a, b in zip(widths[:-1], widths[1:]))
+    return kan
+
+
+def saved_bytes(fn) -> int:
+    """Bytes of unique storages autograd saves during fn() (activation memory)."""
+    seen: dict[int, int] = {}
+
+    def pack(t):
+        s = t.untyped_storage()
+        seen[s.data_ptr()] = s.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn()
+    return sum(seen.values())
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def measure(cases: dict, repeats: int, device) -> dict[str, list[float]]:
+    times: dict[str, list[float]] = {name: [] for name in cases}
+    for fn in cases.values():  # warm-up
+        fn()
+    for _ in range(repeats):
+        for name, fn in cases.items():  # round-robin: load spikes hit every variant
+            sync(device)
+            t = time.perf_counter()
+            fn()
+            sync(device)
+            times[name].append(time.perf_counter() - t)
+    return times
+
+
+def head_cases(device, rows: int) -> tuple[dict, dict, dict]:
+    widths = [68, 512, 68]
+    torch.manual_seed(0)
+    heads = {"kan": KAN(widths), "mlp_matched": MLP(matched_mlp_widths(widths, 5, 3)),
+             "kan_cox_de_boor": cox_de_boor_kan(widths), "mlp_same_width": MLP(widths)}
+    heads["kan_cox_de_boor"].load_state_dict(heads["kan"].state_dict())
+    heads = {k: v.to(device) for k, v in heads.items()}
+    x = torch.randn(rows, 68, device=device) * 0.6
+
+    def fwd_bwd(m):
+        def run():
+            xx = x.clone().requires_grad_()
+            m(xx).square().mean().backward()
+        return run
+
+    with torch.no_grad():
+        agree = (heads["kan"](x) - heads["kan_cox_de_boor"](x)).abs().max().item()
+    params = {k: sum(p.numel() for p in m.parameters()) for k, m in heads.items()}
+    return {k: fwd_bwd(m) for k, m in heads.items()}, params, {"max_abs_diff_kan_vs_cdb": agree}
+
+
+def model_cases(device, batch_size: int) -> dict:
+    cases = {}
+    for name, hidden in (("model_default", None), ("model_kan512", [512])):
+        cfg = load(ROOT / "params.yaml")
+        cfg.device = device.type
+        if hidden is not None:
+            cfg.model.kan.hidden = hidden
+        model = build_model(cfg).train()
+        opt = torch.optim.Adam(model.parameters(), lr=cfg.train.lr)
+        g = torch.Generator().manual_seed(0)
+        b = batch_size
+        batch = {"mel": torch.randn(b, 100, cfg.features.n_mels, generator=g),
+                 "w2v": torch.randn(b, 49, 768, generator=g).half(),
+                 "identity": 100 + 60 * torch.rand(b, 68, 2, generator=g),
+                 "emotion": torch.randint(0, 8, (b,), generator=g)}
+        batch = {k: v.to(device) for k, v in batch.items()}
+        target = batch["identity"][:, None] + torch.randn(b, 30, 68, 2, device=device)
+
+        def step(model=model, opt=opt, batch=batch, target=target, cfg=cfg):
+            loss = landmark_loss(model(batch), target, cfg.train.mouth_weight, cfg.model)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+        cases[name] = (step, sum(p.numel() for p in model.parameters()), cfg.model.kan.hidden)
+    return cases
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeats", type=int, default=15)
+    ap.add_argument("--model-repeats", type=int, default=7)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--rows", type=int, default=1920)
+    ap.add_argument("--device", default="cpu")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    load0 = round(os.getloadavg()[0], 2)  # the box is shared: record how busy it was
+
+    heads, params, check = head_cases(device, args.rows)
+    times = measure(heads, args.repeats, device)
+    memory = {}
+    for name, fn in heads.items():
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+            fn()
+            memory[name] = torch.cuda.max_memory_allocated()
+        else:
+            memory[name] = saved_bytes(fn)
+    med = {k: statistics.median(v) for k, v in times.items()}
+
+    models = model_cases(device, 32)
+    mtimes = measure({k: v[0] for k, v in models.items()}, args.model_repeats, device)
+    mmed = {k: statistics.median(v) for k, v in mtimes.items()}
+
+    res = {
+        "device": str(device), "threads": args.threads, "rows": args.rows,
+        "widths": [68, 512, 68], "repeats": args.repeats,
+        "memory_kind": "cuda_peak_allocated" if device.type == "cuda" else "saved_for_backward",
+        "loadavg_1min_start_end": [load0, round(os.getloadavg()[0], 2)],
+        "heads": {k: {"median_ms": round(med[k] * 1e3, 2),
+                      "min_ms": round(min(times[k]) * 1e3, 2), "params": params[k],
+                      "memory_mb": round(memory[k] / 2 ** 20, 2),
+                      "all_ms": [round(t * 1e3, 2) for t in times[k]]} for k in heads},
+        "ratios": {"kan_over_mlp_matched": round(med["kan"] / med["mlp_matched"], 3),
+                   "cox_de_boor_over_mlp_matched":
+                       round(med["kan_cox_de_boor"] / med["mlp_matched"], 3),
+                   "cox_de_boor_over_kan": round(med["kan_cox_de_boor"] / med["kan"], 3),
+                   "kan_over_mlp_same_width": round(med["kan"] / med["mlp_same_width"], 3)},
+        "check": check,
+        "ratios_of_min": {"kan_over_mlp_matched":
+                              round(min(times["kan"]) / min(times["mlp_matched"]), 3),
+                          "cox_de_boor_over_kan":
+                              round(min(times["kan_cox_de_boor"]) / min(times["kan"]), 3)},
+        "train_step_batch32": {k: {"median_s": round(mmed[k], 4),
+                                   "min_s": round(min(mtimes[k]), 4), "params": models[k][1],
+                                   "kan_hidden": models[k][2],
+                                   "all_s": [round(t, 4) for t in mtimes[k]]} for k in models},
+    }
+    out = ROOT / "bench" / "results" / "kan.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(res, indent=2) + "\n")
+    r = res["ratios"]
+    print(f"kan [68,512,68] x {args.rows} rows fwd+bwd: KAN {med['kan'] * 1e3:.1f} ms, "
+          f"matched MLP {med['mlp_matched'] * 1e3:.1f} ms ({r['kan_over_mlp_matched']}x), "
+          f"Cox-de Boor {med['kan_cox_de_boor'] * 1e3:.1f} ms "
+          f"({r['cox_de_boor_over_kan']}x ours); train step b32: default "
+          f"{mmed['model_default']:.3f} s, kan512 {mmed['model_kan512']:.3f} s -> {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
