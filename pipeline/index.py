@@ -83,6 +83,15 @@ def _mead_key(parts: tuple[str, ...]) -> tuple[str, str, str] | None:
     return emotion, level_dir, name.rsplit(".", 1)[0]
 
 
+def _abspath(p: Path) -> str:
+    """Absolute path with links resolved; a looping or broken link stays as named, so the
+    probe rejects it (missing_file) instead of the scan crashing on it."""
+    try:
+        return _abspath(p)
+    except (OSError, RuntimeError):   # RuntimeError: "Symlink loop from ..." (Python < 3.13)
+        return str(p.absolute())
+
+
 def _parse_level(level_dir: str) -> int | None:
     m = _LEVEL.match(level_dir)
     return int(m.group(1)) if m else None
@@ -110,11 +119,11 @@ def scan_mead_tree(spk_dir: Path, corpus: str, found: dict, kinds: Iterable[str]
     if "video" in kinds:
         for p in sorted((spk_dir / "video" / "front").glob("*/*/*")):
             if p.suffix.lower() in VIDEO_EXT:
-                _add(found, corpus, speaker, _mead_key(p.parts), "video", str(p.resolve()))
+                _add(found, corpus, speaker, _mead_key(p.parts), "video", _abspath(p))
     if "audio" in kinds:
         for p in sorted((spk_dir / "audio").glob("*/*/*")):
             if p.suffix.lower() in AUDIO_EXT:
-                _add(found, corpus, speaker, _mead_key(p.parts), "audio", str(p.resolve()))
+                _add(found, corpus, speaker, _mead_key(p.parts), "audio", _abspath(p))
 
 
 def _tar_members(tar_path: Path, kind: str) -> list[tarfile.TarInfo]:
@@ -174,7 +183,7 @@ def scan_cremad(root: Path) -> list[Candidate]:
             if not m:
                 c = found.setdefault(p.stem, Candidate("cremad", "?", "?", -1, p.stem))
                 c.problems.append(("bad_name", f"{p.name}: not <actor>_<sentence>_<EMO>_<LVL>"))
-                setattr(c, f"{kind}_path", str(p.resolve()))
+                setattr(c, f"{kind}_path", _abspath(p))
                 continue
             actor, sentence, emo, lvl = m.groups()
             c = found.get(p.stem)
@@ -188,7 +197,7 @@ def scan_cremad(root: Path) -> list[Candidate]:
                 if lvl not in CREMAD_LEVELS:
                     c.problems.append(("unknown_level", f"{p.name}: level {lvl!r} is not one of "
                                                         f"{sorted(CREMAD_LEVELS)}"))
-            setattr(c, f"{kind}_path", str(p.resolve()))
+            setattr(c, f"{kind}_path", _abspath(p))
     return list(found.values())
 
 
@@ -204,7 +213,7 @@ def scan_grid(root: Path) -> list[Candidate]:
         for p in sorted(spk_dir.rglob("*.mpg")):
             align = root / "alignments" / spk_dir.name / f"{p.stem}.align"
             text = read_grid_alignment(align) if align.is_file() else ""
-            path = str(p.resolve())
+            path = _abspath(p)
             out.append(Candidate("grid", spk_dir.name, "neutral", 1, p.stem, path, path, text))
     return out
 
