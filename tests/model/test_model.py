@@ -259,3 +259,27 @@ def test_overfits_eight_windows():
     print(f"overfit: {losses[0]:.4g} -> {losses[-1]:.4g} in {len(losses)} steps, "
           f"{time.perf_counter() - t0:.1f} s")
     assert losses[-1] < 0.05 * losses[0]
+
+
+def test_emotion_variable_is_per_sample_and_learned():
+    model = build_model(tiny_cfg()).eval()
+    with torch.no_grad():  # the embedding starts at ones; make emotions differ
+        model.content_domain.emotion.weight.normal_()
+    batch = make_batch(2)
+    same = batch | {"emotion": torch.tensor([3, 3])}
+    other = batch | {"emotion": torch.tensor([3, 5])}
+    with torch.no_grad():
+        a, b = model(same), model(other)
+    assert torch.equal(a[0], b[0])  # sample 0 is untouched by sample 1's emotion (no
+    assert not torch.equal(a[1], b[1])  # softmax across the batch as in the authors' code)
+    assert model.content_domain.emotion.weight.requires_grad
+
+
+def test_predicted_emotion_needs_no_label():
+    model = build_model(tiny_cfg(emotion_embedding="predicted")).eval()
+    batch = {k: v for k, v in make_batch(2).items() if k != "emotion"}
+    assert model(batch).shape == (2, 30, 68, 2)
+    logits = model.content_domain.emotion_logits(batch["w2v"].float())
+    assert logits.shape == (2, 8)
+    with pytest.raises(ValueError, match="emotion"):
+        build_model(tiny_cfg())(batch)
