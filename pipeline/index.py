@@ -110,6 +110,10 @@ def _add(found: dict, corpus: str, speaker: str, key: tuple[str, str, str], kind
                                                   f"{list(EMOTIONS)}"))
         if level is None or not 1 <= level <= 3:
             c.problems.append(("unknown_level", f"level folder {level_dir!r} is not level_1..3"))
+    other = getattr(c, f"{kind}_path")
+    if other and other != path:   # e.g. 001.m4a and 001.wav: which one is the clip's is unknowable
+        c.problems.insert(0, ("duplicate_clip", f"two {kind} files for one clip: {other} and {path}; "
+                                                f"keep one"))
     setattr(c, f"{kind}_path", path)
 
 
