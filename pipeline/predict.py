@@ -481,6 +481,8 @@ def check_writable(paths: dict[str, Path]) -> None:
         if p.is_dir():
             raise PredictError(f"output {p}: is a directory")
     for folder in {p.parent for p in paths.values()}:
+        if folder.exists() and not folder.is_dir():
+            raise PredictError(f"output folder {folder}: exists and is not a folder")
         if not folder.exists():
             try:
                 folder.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,279 @@
+"""`kfusion predict` as a user runs it: a subprocess on real media, with a tiny checkpoint
+written by the real training code (no trained model is needed in CI)."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from kfusion.config import EMOTIONS, from_dict
+from pipeline.dataset import write_synthetic_windows
+from pipeline.ffmpeg import ffmpeg_binary
+from pipeline.media import decode_audio, probe
+
+REPO = Path(__file__).resolve().parents[2]
+SHARED = REPO.parent / "shared"
+MEAD_AUDIO = SHARED / "realclips/mead/M030/audio/sad/level_3/001.m4a"
+MEAD_VIDEO = SHARED / "realclips/mead/M030/video/front/sad/level_3/001.mp4"
+LRS2_VIDEO = SHARED / "realclips/other/00001.mp4"
+DEMO = REPO / "data/demo/corpus"
+ENV = {**os.environ, "OMP_NUM_THREADS": "2", "PYTHONWARNINGS": "ignore"}
+
+
+def tiny_params(tmp: Path, **model) -> dict:
+    """The real model, shrunk; real feature sizes (80 mels, 768-wide wav2vec2)."""
+    return {"seed": 7, "device": "cpu",
+            "model": {"d_model": 16, "n_heads": 2, "ff_mult": 1, "lstm_hidden": 8,
+                      "fusion_channels": 8, "kan": {"hidden": [8], "grid_size": 3}, **model},
+            "train": {"epochs": 1, "batch_size": 16, "threads": 1, "resume": False,
+                      "resume_dir": str(tmp / "resume"), "out": str(tmp / "models"),
+                      "emotion_classifier_epochs": 3, "emotion_classifier_hidden": 8}}
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory) -> Path:
+    """models/best.pt as the train stage writes it (pipeline.training.train), in seconds."""
+    from pipeline.training import train
+    tmp = tmp_path_factory.mktemp("ckpt")
+    windows = write_synthetic_windows(tmp / "windows", n_train=32, n_val=8, n_test=8, n_mels=80)
+    result = train(from_dict(tiny_params(tmp), "tiny"), windows, tmp / "models")
+    return result.best
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory) -> dict[str, Path]:
+    if not MEAD_AUDIO.is_file() or not MEAD_VIDEO.is_file():
+        pytest.skip(f"real clips absent: {SHARED / 'realclips'} (the shared test media)")
+    d = tmp_path_factory.mktemp("media")
+    ff = ffmpeg_binary()
+    face = d / "mead_frame.png"   # a real MEAD front-camera frame, 1920x1080
+    subprocess.run([ff, "-v", "error", "-i", str(MEAD_VIDEO), "-frames:v", "1", str(face)], check=True)
+    import skimage.data
+    astro = skimage.data.astronaut()                                   # (512, 512, 3) RGB
+    cv2.imwrite(str(d / "astronaut.png"), cv2.cvtColor(astro, cv2.COLOR_RGB2BGR))
+    # two faces: the MEAD face (large, left) and the astronaut's (small, right)
+    mead = cv2.resize(cv2.imread(str(face))[150:950, 560:1360], (400, 400), interpolation=cv2.INTER_AREA)
+    two = np.full((400, 700, 3), 128, np.uint8)
+    two[:, :400] = mead
+    two[72:328, 430:686] = cv2.cvtColor(astro, cv2.COLOR_RGB2BGR)[20:276, 100:356]
+    cv2.imwrite(str(d / "two_faces.png"), two)
+    cv2.imwrite(str(d / "no_face.png"), np.tile(np.linspace(0, 255, 320, dtype=np.uint8), (240, 1)))
+    (d / "not_audio.wav").write_text("this is not audio\n")
+    import soundfile as sf
+    sf.write(d / "empty.wav", np.zeros(0, np.float32), 16000)
+    return {"audio": MEAD_AUDIO, "face": face, "two": d / "two_faces.png",
+            "astronaut": d / "astronaut.png", "no_face": d / "no_face.png",
+            "not_audio": d / "not_audio.wav", "empty": d / "empty.wav", "dir": d}
+
+
+def kfusion(*args: str | Path, cwd: Path = REPO) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "kfusion.cli", "predict", *map(str, args)],
+                          capture_output=True, text=True, cwd=cwd, env=ENV, timeout=300)
+
+
+def assert_user_error(r: subprocess.CompletedProcess, *needles: str) -> None:
+    assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
+    lines = r.stderr.strip().splitlines()
+    errors = [ln for ln in lines if ln.startswith("error: ")]
+    assert len(errors) == 1 and "Traceback" not in r.stderr, r.stderr
+    for n in needles:
+        assert n in errors[0], (n, errors[0])
+
+
+# ----------------------------------------------------------------------------- full runs
+MEAD_ARGS = ("--emotion", "auto", "--stride-frames", "7", "--device", "cpu")
+
+
+@pytest.fixture(scope="module")
+def mead_run(ckpt: Path, media: dict, tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    out = tmp_path_factory.mktemp("mead_run") / "out.mp4"
+    r = kfusion("--audio", media["audio"], "--image", media["face"], "--out", out,
+                "--checkpoint", ckpt, *MEAD_ARGS)
+    return out, r
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+def test_predict_mead_audio_and_face(mead_run, ckpt: Path, media: dict) -> None:
+    out, r = mead_run
+    tmp_path = out.parent
+    assert r.returncode == 0, r.stderr
+    assert f"checkpoint: {ckpt}" in r.stdout and "emotion: " in r.stdout and "(auto;" in r.stdout
+
+    duration = len(decode_audio(media["audio"])) / 16000
+    T = round(duration * 30)
+    crop, image = np.load(tmp_path / "out.crop.npy"), np.load(tmp_path / "out.image.npy")
+    assert crop.shape == image.shape == (T, 68, 2) and crop.dtype == np.float32
+    assert np.isfinite(crop).all()
+    meta = json.loads((tmp_path / "out.json").read_text())
+    x0, y0, side = meta["crop_box"]
+    # image px = crop px * side / 256 + (x0, y0): the landmark stage's crop rule, inverted
+    np.testing.assert_allclose(image, crop * side / 256 + np.array([x0, y0]), rtol=1e-5, atol=1e-3)
+    assert meta["emotion"] in EMOTIONS and meta["frames"] == T
+    assert abs(sum(meta["emotion_probabilities"].values()) - 1) < 1e-4
+    # dlib finds this face at x 704-1200, y 372-868 (496 px); the crop is 1.6 x its landmarks
+    assert 850 < x0 + side / 2 < 1050 and 520 < y0 + side / 2 < 720 and 500 < side < 900
+    rows = (tmp_path / "out.crop.csv").read_text().splitlines()
+    assert rows[0] == "frame,point,x,y" and len(rows) == 1 + T * 68
+    f, p, x, y = rows[1 + 5 * 68 + 60].split(",")                     # frame 5, point 60
+    assert (int(f), int(p)) == (5, 60)
+    assert abs(float(x) - crop[5, 60, 0]) < 1e-3 and abs(float(y) - crop[5, 60, 1]) < 1e-3
+
+    info = probe(out)
+    assert info.video_codec == "h264" and info.audio_codec == "aac"
+    assert info.fps == 30 and (info.width, info.height) == (256, 256)
+    assert info.n_video_frames == T
+    assert abs(info.video_duration_s - duration) <= 1 / 30 + 1e-6
+    assert abs(info.audio_duration_s - duration) <= 1 / 30
+    frames = decode_frames(out)
+    assert len(frames) == T and frames[0].shape == (256, 256, 3)
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+def test_predict_is_deterministic(mead_run, ckpt: Path, media: dict, tmp_path: Path) -> None:
+    first, _ = mead_run
+    out = tmp_path / "again.mp4"
+    r = kfusion("--audio", media["audio"], "--image", media["face"], "--out", out,
+                "--checkpoint", ckpt, *MEAD_ARGS)
+    assert r.returncode == 0, r.stderr
+    for kind in ("crop", "image"):
+        a = np.load(first.parent / f"out.{kind}.npy")
+        b = np.load(tmp_path / f"again.{kind}.npy")
+        assert np.array_equal(a, b)                    # bit-identical, not merely close
+    assert a.std(axis=0).max() > 0                     # and the landmarks do move
+    assert json.loads((tmp_path / "again.json").read_text())["emotion_probabilities"] == \
+        json.loads((first.parent / "out.json").read_text())["emotion_probabilities"]
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+def test_video_audio_track_two_faces_side_by_side(ckpt: Path, media: dict, tmp_path: Path) -> None:
+    if not LRS2_VIDEO.is_file():
+        pytest.skip(f"{LRS2_VIDEO} absent")
+    out = tmp_path / "sbs.mp4"
+    r = kfusion("--audio", LRS2_VIDEO, "--image", media["two"], "--out", out,
+                "--checkpoint", ckpt, "--emotion", "happy", "--side-by-side")
+    assert r.returncode == 0, r.stderr
+    assert "2 faces found; using the largest" in r.stderr and "emotion: happy (given)" in r.stdout
+    x0, _, side = json.loads((tmp_path / "sbs.json").read_text())["crop_box"]
+    assert x0 + side / 2 < 400                # the large face on the left, not the small one
+    info = probe(out)
+    assert (info.width, info.height) == (512, 256)
+    duration = len(decode_audio(LRS2_VIDEO)) / 16000
+    assert np.load(tmp_path / "sbs.crop.npy").shape == (round(duration * 30), 68, 2)
+    assert abs(info.audio_duration_s - duration) <= 1 / 30
+    # right half: landmarks on the neutral canvas (light gray background, dark strokes)
+    frame = decode_frames(out, max_frames=1)[0]
+    right = frame[:, 256:].astype(int)
+    assert np.median(right) > 200 and right.min() < 120
+
+
+@pytest.mark.slow
+def test_demo_corpus_pair(ckpt: Path, tmp_path: Path) -> None:
+    videos = sorted(DEMO.glob("*/video/front/*/level_*/*.mp4")) if DEMO.is_dir() else []
+    if not videos:
+        pytest.skip("no demo corpus under data/demo (run `dvc repro demo`)")
+    video = videos[0]
+    rel = video.relative_to(DEMO).parts   # SPK, video, front, emotion, level, id.mp4
+    audio = DEMO / rel[0] / "audio" / rel[3] / rel[4] / (video.stem + ".m4a")
+    face = tmp_path / "face.png"
+    try:   # copy first: the demo stage may be regenerating the corpus meanwhile
+        audio = Path(shutil.copy(audio, tmp_path / "speech.m4a"))
+        subprocess.run([ffmpeg_binary(), "-v", "error", "-i", str(video), "-frames:v", "1",
+                        str(face)], check=True)
+    except (OSError, subprocess.CalledProcessError) as e:
+        pytest.skip(f"demo corpus pair unreadable ({e}); regenerate with `dvc repro demo`")
+    out = tmp_path / "demo.mp4"
+    r = kfusion("--audio", audio, "--image", face, "--out", out, "--checkpoint", ckpt,
+                "--emotion", rel[3])
+    assert r.returncode == 0, r.stderr
+    duration = len(decode_audio(audio)) / 16000
+    assert np.load(tmp_path / "demo.image.npy").shape == (round(duration * 30), 68, 2)
+    assert probe(out).fps == 30
+
+
+def decode_frames(path: Path, max_frames: int | None = None) -> list[np.ndarray]:
+    from pipeline.video import iter_frames
+    return list(iter_frames(path, pix_fmt="rgb24", max_frames=max_frames))
+
+
+# ----------------------------------------------------------------------------- errors
+def test_no_face(ckpt: Path, media: dict, tmp_path: Path) -> None:
+    r = kfusion("--audio", media["audio"], "--image", media["no_face"], "--out",
+                tmp_path / "o.mp4", "--checkpoint", ckpt)
+    assert_user_error(r, "no face found", "no_face.png")
+    assert not (tmp_path / "o.mp4").exists()
+
+
+def test_several_faces_strict(ckpt: Path, media: dict, tmp_path: Path) -> None:
+    r = kfusion("--audio", media["audio"], "--image", media["two"], "--out", tmp_path / "o.mp4",
+                "--checkpoint", ckpt, "--strict")
+    assert_user_error(r, "2 faces found", "--strict")
+
+
+@pytest.mark.parametrize("which, needle", [("not_audio", "cannot be decoded"),
+                                           ("empty", "no samples"),
+                                           ("astronaut", "has no audio stream"),
+                                           ("missing", "does not exist")])
+def test_bad_audio(ckpt: Path, media: dict, tmp_path: Path, which: str, needle: str) -> None:
+    audio = media["dir"] / "nope.wav" if which == "missing" else media[which]
+    r = kfusion("--audio", audio, "--image", media["face"], "--out", tmp_path / "o.mp4",
+                "--checkpoint", ckpt)
+    assert_user_error(r, f"audio {audio}", needle)
+
+
+def test_checkpoint_of_another_model_configuration(ckpt: Path, media: dict, tmp_path: Path) -> None:
+    # weights of the kan model under a config that says mlp: the code builds another model
+    state = torch.load(ckpt, weights_only=False)
+    state["config"]["model"]["fusion"] = "mlp"
+    other = tmp_path / "other.pt"
+    torch.save(state, other)
+    r = kfusion("--audio", media["audio"], "--image", media["face"], "--out", tmp_path / "o.mp4",
+                "--checkpoint", other)
+    assert_user_error(r, "another model configuration", str(other))
+
+
+def test_default_checkpoint_stale_against_params(ckpt: Path, media: dict, tmp_path: Path) -> None:
+    # the pipeline's models/best.pt, but params.yaml now asks for another model
+    (tmp_path / "models").mkdir()
+    shutil.copy(ckpt, tmp_path / "models" / "best.pt")
+    params = tiny_params(tmp_path, d_model=32)
+    import yaml
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    r = kfusion("--audio", media["audio"], "--image", media["face"], "--out", tmp_path / "o.mp4",
+                cwd=tmp_path)
+    assert_user_error(r, "models/best.pt", "another model configuration", "model.d_model: 16",
+                      "dvc repro")
+
+
+def test_missing_default_checkpoint(media: dict, tmp_path: Path) -> None:
+    r = kfusion("--audio", media["audio"], "--image", media["face"], "--out", tmp_path / "o.mp4",
+                cwd=tmp_path)
+    assert "checkpoint: models/best.pt (the pipeline's" in r.stdout
+    assert_user_error(r, "models/best.pt", "dvc repro", "--checkpoint")
+
+
+def test_output_cannot_be_written(ckpt: Path, media: dict, tmp_path: Path) -> None:
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    r = kfusion("--audio", media["audio"], "--image", media["face"], "--out",
+                blocker / "out.mp4", "--checkpoint", ckpt)
+    assert_user_error(r, "is not a folder", str(blocker))
+    r = kfusion("--audio", media["audio"], "--image", media["face"], "--out",
+                tmp_path / "out.avi", "--checkpoint", ckpt)
+    assert_user_error(r, "ending in .mp4")
+
+
+def test_unknown_emotion(ckpt: Path, media: dict, tmp_path: Path) -> None:
+    r = kfusion("--audio", media["audio"], "--image", media["face"], "--out", tmp_path / "o.mp4",
+                "--checkpoint", ckpt, "--emotion", "joyful")
+    assert_user_error(r, "'joyful'", "neutral, angry")
