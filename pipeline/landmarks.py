@@ -19,6 +19,7 @@ Backends share one interface: `detect(gray_small) -> [(box, score)]`, `predict(i
 from __future__ import annotations
 
 import importlib.util
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
@@ -117,12 +118,14 @@ class FanBackend:
         old = torch.hub.get_dir()
         torch.hub.set_dir(str(hub))   # the file exists there, so load_file_from_url only opens it
         try:
-            # face_detector='dlib' on CPU is dlib's HOG (no file); on CUDA it needs the mmod file,
-            # which we pass from face_recognition_models. We give FAN our own boxes anyway.
-            self.fa = face_alignment.FaceAlignment(
-                face_alignment.LandmarksType.TWO_D, device=device, flip_input=False,
-                face_detector="dlib", compile=False,
-                face_detector_kwargs={"path_to_detector": str(dlib_model_path(CNN_DETECTOR_FILE))})
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=".*detector is deprecated")
+                # face_detector='dlib' on CPU is dlib's HOG (no file); on CUDA it needs the mmod file,
+                # which we pass from face_recognition_models. We give FAN our own boxes anyway.
+                self.fa = face_alignment.FaceAlignment(
+                    face_alignment.LandmarksType.TWO_D, device=device, flip_input=False,
+                    face_detector="dlib", compile=False,
+                    face_detector_kwargs={"path_to_detector": str(dlib_model_path(CNN_DETECTOR_FILE))})
         finally:
             torch.hub.set_dir(old)
         self.finder = DlibBackend(detector, upsample)
@@ -185,6 +188,7 @@ class Track:
     points: np.ndarray       # (T, 68, 2) float32, NaN where no face
     confidence: np.ndarray   # (T,) float32 in [0, 1]; 0 where no face
     found: np.ndarray        # (T,) bool: a face was detected or tracked in this frame
+    detected: np.ndarray     # (T,) bool: ... by the detector (the identity frame is one of these)
     detections: int          # how many frames ran the detector
     width: int
     height: int
@@ -245,6 +249,7 @@ class Tracker:
 
     def step(self, gray: np.ndarray) -> tuple[np.ndarray | None, float]:
         cfg = self.cfg
+        self.last_detected = False
         tracked = None
         if self.prev is not None and self.since_detect < cfg.detect_every:
             tracked = self._track(gray)
@@ -255,6 +260,7 @@ class Tracker:
         detected = self._detect(gray)
         if detected is not None:
             self.prev = detected[0]
+            self.last_detected = True
             return detected
         if tracked is not None and tracked[1] >= cfg.min_track_confidence:
             return tracked   # scheduled re-detection missed a face we track confidently
@@ -262,25 +268,32 @@ class Tracker:
         return None, 0.0
 
 
-def track_clip(frames: Iterable[np.ndarray], backend, cfg: LandmarksConfig) -> Track:
+def track_clip(frames: Iterable[np.ndarray], backend, cfg: LandmarksConfig,
+               on_detection=None) -> Track:
     """Run the tracker over gray frames (H, W). Repeated frames (fps upsampling duplicates
-    every 6th frame of 25 fps video) reuse the previous result instead of re-running."""
+    every 6th frame of 25 fps video) reuse the previous result instead of re-running.
+    `on_detection(t, confidence)` is called on each frame where the detector found the face."""
     tracker = Tracker(backend, cfg)
-    pts_list, conf, found = [], [], []
+    pts_list, conf, found, detected = [], [], [], []
     last, last_out, shape = None, None, (0, 0)
-    for gray in frames:
+    for t, gray in enumerate(frames):
         shape = gray.shape
         if last is not None and np.array_equal(gray, last):
-            out = last_out
+            out, det = last_out, False
         else:
             out = tracker.step(gray)
+            det = tracker.last_detected
+            if det and on_detection is not None:
+                on_detection(t, out[1])
         last, last_out = gray, out
         pts_list.append(out[0] if out[0] is not None else np.full((N_POINTS, 2), np.nan, np.float32))
         conf.append(out[1])
         found.append(out[0] is not None)
+        detected.append(det)
     T = len(pts_list)
     return Track(points=np.stack(pts_list).astype(np.float32) if T else np.zeros((0, N_POINTS, 2), np.float32),
                  confidence=np.asarray(conf, np.float32), found=np.asarray(found, bool),
+                 detected=np.asarray(detected, bool),
                  detections=tracker.detections, width=shape[1], height=shape[0])
 
 
@@ -383,14 +396,19 @@ class ClipLandmarks:
     identity_frame: int
 
 
+def identity_frame(detected: np.ndarray, confidence: np.ndarray, fps: int) -> int:
+    """The most confident detector frame of the first second (else the first detector frame)."""
+    first = np.flatnonzero(detected[:fps])
+    if len(first):
+        return int(first[np.argmax(confidence[first])])
+    return int(np.flatnonzero(detected)[0]) if detected.any() else 0
+
+
 def postprocess(track: Track, cfg: LandmarksConfig) -> ClipLandmarks:
     pts = bridge_gaps(track.points, track.found, cfg.max_gap_frames)
     pts = smooth(pts, cfg.smoothing)
     boxes = plan_crops(pts, cfg.crop_scale, cfg.recrop_tolerance)
-    # Identity frame: the most confident detected frame of the first second (usually frame 0).
-    first = np.flatnonzero(track.found[: cfg.fps])
-    ident = int(first[np.argmax(track.confidence[first])]) if len(first) else \
-        int(np.flatnonzero(track.found)[0]) if track.found.any() else 0
+    ident = identity_frame(track.detected, track.confidence, cfg.fps)
     return ClipLandmarks(landmarks_px=to_crop_px(pts, boxes, cfg.crop_px),
                          confidence=track.confidence, face_found=track.found,
                          crop_box=boxes, identity_frame=ident)
@@ -428,28 +446,42 @@ def process_clip(clip_id: str, video_path: str, backend, cfg: LandmarksConfig,
     unreadable video and NoFace when the face is in fewer than min_face_fraction of frames."""
     import time
 
-    from pipeline.video import crop_square, iter_frames
+    from pipeline.video import crop_square, iter_frames, read_frame, yuv_gray, yuv_rgb
     t0 = time.perf_counter()
-    track = track_clip(iter_frames(video_path, ffmpeg=ffmpeg, fps=cfg.fps, pix_fmt="gray"),
-                       backend, cfg)
+    # One decode in YUV 4:2:0: the Y plane is the gray image the detector and predictor read,
+    # and the colour of the identity candidate (best detection of the first second) is kept
+    # as it passes, so keep_frames=identity needs no second decode.
+    current: list[np.ndarray] = []
+    best: dict = {"conf": -1.0, "t": -1, "yuv": None}
+
+    def gray_frames():
+        for yuv in iter_frames(video_path, ffmpeg=ffmpeg, fps=cfg.fps, pix_fmt="yuv420p"):
+            current[:] = [yuv]
+            yield yuv_gray(yuv)
+
+    def on_detection(t: int, conf: float) -> None:
+        if (t < cfg.fps and conf > best["conf"]) or best["t"] < 0:
+            best.update(conf=conf if t < cfg.fps else -1.0, t=t, yuv=current[0].copy())
+
+    track = track_clip(gray_frames(), backend, cfg, on_detection)
     T = len(track.found)
     share = float(track.found.mean()) if T else 0.0
     if share < cfg.min_face_fraction:
         raise NoFace(f"{video_path}: a face in {track.found.sum()} of {T} frames "
                      f"({share:.0%}), below landmarks.min_face_fraction={cfg.min_face_fraction}")
     clip = postprocess(track, cfg)
-    # Second pass for pixels, in colour: up to the identity frame, or every frame to keep.
-    last = T - 1 if cfg.keep_frames == "all" else clip.identity_frame
-    identity_jpeg, frames_jpeg = b"", []
-    for t, rgb in enumerate(iter_frames(video_path, ffmpeg=ffmpeg, fps=cfg.fps, pix_fmt="rgb24",
-                                        max_frames=last + 1)):
-        crop = crop_square(rgb, clip.crop_box[min(t, T - 1)], cfg.crop_px)
-        if t == clip.identity_frame:
-            identity_jpeg = _jpeg(crop, cfg.jpeg_quality)
-        if cfg.keep_frames == "all":
-            frames_jpeg.append(_jpeg(crop, cfg.jpeg_quality))
-    if cfg.keep_frames == "all":   # a second decode must give the same frame count
-        frames_jpeg = (frames_jpeg + frames_jpeg[-1:] * T)[:T]
+    rgb = yuv_rgb(best["yuv"]) if best["t"] == clip.identity_frame else \
+        read_frame(video_path, clip.identity_frame, ffmpeg=ffmpeg, fps=cfg.fps)   # not expected
+    identity_jpeg = _jpeg(crop_square(rgb, clip.crop_box[clip.identity_frame], cfg.crop_px),
+                          cfg.jpeg_quality)
+    frames_jpeg = []
+    if cfg.keep_frames == "all":   # crops need the whole clip's crop plan: a second decode
+        for t, rgb in enumerate(iter_frames(video_path, ffmpeg=ffmpeg, fps=cfg.fps,
+                                            pix_fmt="rgb24", max_frames=T)):
+            frames_jpeg.append(_jpeg(crop_square(rgb, clip.crop_box[t], cfg.crop_px),
+                                     cfg.jpeg_quality))
+        frames_jpeg = (frames_jpeg + frames_jpeg[-1:] * T)[:T]   # same count as the first pass
+        identity_jpeg = frames_jpeg[clip.identity_frame]   # the same pixels as frames_jpeg
     row = {"clip_id": clip_id, "fps": cfg.fps, "n_frames": T,
            "landmarks_px": clip.landmarks_px.reshape(-1), "confidence": clip.confidence,
            "face_found": clip.face_found, "crop_box": clip.crop_box.reshape(-1),

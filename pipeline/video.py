@@ -20,15 +20,20 @@ import numpy as np
 from pipeline.ffmpeg import ffmpeg_binary
 from pipeline.media import MediaError
 
-PixFmt = Literal["gray", "rgb24"]
-_CODEC = {"gray": ("pgm", b"P5", 1), "rgb24": ("ppm", b"P6", 3)}
+PixFmt = Literal["gray", "rgb24", "yuv420p"]
+# yuv420p comes as ffmpeg's PGMYUV: the Y plane (the gray image, free) on top of the U and V
+# rows side by side, in a P5 image of height h * 3/2; colour costs half the bytes of RGB.
+_CODEC = {"gray": ("pgm", b"P5", 1), "rgb24": ("ppm", b"P6", 3), "yuv420p": ("pgmyuv", b"P5", 1)}
 
 
 def ffmpeg_frames_cmd(path: str | Path, *, ffmpeg: str = "", fps: int = 30,
                       pix_fmt: PixFmt = "gray", threads: int = 0) -> list[str]:
     codec, _, _ = _CODEC[pix_fmt]
+    vf = f"fps={fps}"
+    if pix_fmt == "yuv420p":   # 4:2:0 needs even sizes: drop an odd last row/column (no resampling)
+        vf += ",crop=trunc(iw/2)*2:trunc(ih/2)*2:0:0"
     return [ffmpeg_binary(ffmpeg), "-nostdin", "-v", "error", "-threads", str(threads),
-            "-i", str(path), "-map", "0:v:0", "-vf", f"fps={fps}", "-pix_fmt", pix_fmt,
+            "-i", str(path), "-map", "0:v:0", "-vf", vf, "-pix_fmt", pix_fmt,
             "-c:v", codec, "-f", "image2pipe", "-"]
 
 
@@ -85,6 +90,19 @@ def iter_frames(path: str | Path, *, ffmpeg: str = "", fps: int = 30, pix_fmt: P
             raise MediaError("no_video_stream", f"{path}: no video stream")
         raise MediaError("decode_failed", f"{path}: ffmpeg decoded no video frame: "
                                           f"{err.strip().splitlines()[-1] if err.strip() else 'no output'}")
+
+
+def yuv_gray(frame: np.ndarray) -> np.ndarray:
+    """The Y plane of a PGMYUV frame (h * 3/2, w): the gray image (h, w), without a copy."""
+    return frame[: frame.shape[0] * 2 // 3]
+
+
+def yuv_rgb(frame: np.ndarray) -> np.ndarray:
+    """PGMYUV frame (h * 3/2, w) -> RGB (h, w, 3)."""
+    h, w = frame.shape[0] * 2 // 3, frame.shape[1]
+    chroma = frame[h:]
+    i420 = np.concatenate([frame[:h].ravel(), chroma[:, : w // 2].ravel(), chroma[:, w // 2:].ravel()])
+    return cv2.cvtColor(i420.reshape(h * 3 // 2, w), cv2.COLOR_YUV2RGB_I420)
 
 
 def read_frame(path: str | Path, index: int, *, ffmpeg: str = "", fps: int = 30,

@@ -21,9 +21,10 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from kfusion.config import EMOTIONS, Config, LandmarksConfig, dump, to_dict
-from pipeline.io import StageRun, atomic_path, progress
-from pipeline.landmarks import (NoFace, make_backend, process_clip, read_clip, rows_to_table,
-                                still_point_jitter)
+from pipeline.io import StageError, StageRun, atomic_path, progress
+from pipeline.landmarks import (CNN_DETECTOR_FILE, PREDICTOR_FILE, LandmarkError, NoFace,
+                                dlib_model_path, fan_weights_path, make_backend, process_clip,
+                                read_clip, rows_to_table, still_point_jitter)
 from pipeline.media import MediaError
 from pipeline.shards import clean_stale, iter_rows, plan_shards, shard_done, shard_meta, shard_path
 from stages._common import run_stage
@@ -85,6 +86,7 @@ def _run(cfg: Config, args) -> dict:
     run = StageRun(STAGE)
     from pipeline.ffmpeg import ffmpeg_binary
     ffmpeg = ffmpeg_binary(cfg.preprocess.ffmpeg)
+    _check_backend(lcfg)
 
     plan = plan_shards(list(by_id), lcfg.clips_per_shard)
     paths = [shard_path(out, k) for k in range(len(plan))]
@@ -141,6 +143,19 @@ def _run(cfg: Config, args) -> dict:
     _contact_sheet(out, Path("plots/landmarks/contact_sheet.png"))
     return run.finish(rejects_path=out / "rejects.parquet", metrics_path=Path("metrics/landmarks.json"),
                       max_reject_fraction=lcfg.max_reject_fraction)
+
+
+def _check_backend(lcfg: LandmarksConfig) -> None:
+    """Fail before the pool starts when model files are missing (a worker whose initializer
+    raises would be restarted forever)."""
+    try:
+        dlib_model_path(PREDICTOR_FILE)
+        if lcfg.detector == "cnn":
+            dlib_model_path(CNN_DETECTOR_FILE)
+        if lcfg.backend == "fan":
+            fan_weights_path(lcfg.fan_weights_dir)
+    except LandmarkError as e:
+        raise StageError(str(e)) from None
 
 
 def _write(path: Path, rows: list[dict], ids: list[str], expect: dict, rejects: list[dict],

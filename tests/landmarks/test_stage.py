@@ -103,3 +103,41 @@ def test_fan_backend_loads_real_weights_when_present():
     from pipeline.landmarks import process_clip
     r = process_clip("fan", str(REAL / "other/bbaf2n.mpg"), FanBackend(), LandmarksConfig())
     assert read_clip(r.row)["face_found"].mean() > 0.95
+
+
+def test_stage_with_fan_and_no_weights_fails_with_one_actionable_line(tmp_path, monkeypatch, capsys):
+    from stages.landmarks import main
+    _manifest(tmp_path, [Path("/nonexistent.mp4")])
+    _params(tmp_path, backend="fan", fan_weights_dir=str(tmp_path / "fan"))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    import torch
+    monkeypatch.setattr(torch.hub, "_hub_dir", None)
+    assert main([]) == 2
+    err = capsys.readouterr().err
+    assert "2DFAN4-11f355bf06.pth.tar" in err and str(tmp_path / "fan" / "checkpoints") in err
+
+
+@pytest.mark.slow
+def test_fan_loading_code_runs_on_a_locally_written_checkpoint(tmp_path, monkeypatch):
+    # No real FAN weights here: write a seeded random FAN-4 state dict where the real file
+    # would go, so the real loading path (hub folder, FaceAlignment, our boxes) runs end to end.
+    if not REAL.is_dir():
+        pytest.skip(f"{REAL} is absent")
+    import torch
+    from face_alignment.models import FAN
+    from pipeline.landmarks import FAN_FILE, FanBackend
+    torch.manual_seed(0)
+    (tmp_path / "checkpoints").mkdir()
+    torch.save(FAN(4).state_dict(), tmp_path / "checkpoints" / FAN_FILE)
+    before = torch.hub.get_dir()
+    fan = FanBackend(str(tmp_path))
+    assert torch.hub.get_dir() == before           # the hub folder is restored
+    from pipeline.video import iter_frames
+    gray = next(iter_frames(REAL / "other/bbaf2n.mpg"))
+    (box, score), = fan.detect(gray)
+    pts = fan.predict(gray, box)
+    assert pts.shape == (68, 2) and np.isfinite(pts).all()
+    # FAN's heatmap argmax lands inside its crop around the box (random weights: anywhere there)
+    cx, cy, side = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2, box[2] - box[0]
+    assert (np.abs(pts - [cx, cy]) < 2 * side).all()
