@@ -20,6 +20,9 @@ from typing import Any, Iterator
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 REJECT_SCHEMA = pa.schema([
     ("clip_id", pa.string()), ("stage", pa.string()),
     ("reason", pa.string()), ("message", pa.string()),
@@ -33,6 +36,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
+    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; final files get the usual permissions
     tmp_path = Path(tmp)
     try:
         yield tmp_path
