@@ -138,8 +138,8 @@ class StageRun:
               + (f" ({_top_reasons(counts['reject_reasons'])})" if self.rejects else "")
               + f", {counts['seconds']:.1f} s", file=sys.stderr, flush=True)
         if counts["reject_fraction"] > max_reject_fraction:
-            raise StageError(
-                f"{self.stage}: {len(self.rejects)} of {self.processed + len(self.rejects)} clips "
+            raise StageError(   # run_stage prefixes "error: <stage>: "
+                f"{len(self.rejects)} of {self.processed + len(self.rejects)} clips "
                 f"rejected ({counts['reject_fraction']:.0%}), above "
                 f"{self.stage}.max_reject_fraction={max_reject_fraction}; see {rejects_path} "
                 f"for each clip's reason, fix the inputs or raise the limit")
