@@ -411,10 +411,9 @@ class Predictor:
             n_windows=len(starts), stride_frames=stride_frames, warnings=notes,
             timings_s=timings)
         if paths:
-            t = time.perf_counter()
-            write_outputs(result, paths, samples, sr, side_by_side=side_by_side, ffmpeg=self.ffmpeg)
+            timings.update(write_outputs(result, paths, samples, sr, side_by_side=side_by_side,
+                                         ffmpeg=self.ffmpeg))
             result.paths = paths
-            timings["write"] = time.perf_counter() - t
         return result
 
     @torch.no_grad()
@@ -499,14 +498,22 @@ def check_writable(paths: dict[str, Path]) -> None:
             raise PredictError(f"output {p}: exists and cannot be replaced")
 
 
-def landmarks_csv(points: np.ndarray) -> str:
-    """(T, 68, 2) -> 'frame,point,x,y' rows, frame-major."""
+def landmarks_csv(points: np.ndarray, start_frame: int = 0) -> str:
+    """(T, 68, 2) -> 'frame,point,x,y' rows (no header), frame-major."""
     T = len(points)
-    frame = np.repeat(np.arange(T), 68)
+    frame = np.repeat(np.arange(start_frame, start_frame + T), 68)
     point = np.tile(np.arange(68), T)
-    xy = points.reshape(-1, 2)
-    body = "\n".join(f"{f},{p},{x:.3f},{y:.3f}" for f, p, (x, y) in zip(frame, point, xy.tolist()))
-    return "frame,point,x,y\n" + body + ("\n" if T else "")
+    xy = points.reshape(-1, 2).tolist()
+    return "".join(f"{f},{p},{x:.3f},{y:.3f}\n" for f, p, (x, y) in zip(frame, point, xy))
+
+
+def write_csv(path: Path, points: np.ndarray, frames_per_block: int = 1800) -> None:
+    """The CSV, written a minute of frames at a time (a 10-minute clip is 2 M rows)."""
+    from pipeline.io import atomic_path
+    with atomic_path(path) as tmp, open(tmp, "w") as fh:
+        fh.write("frame,point,x,y\n")
+        for s in range(0, len(points), frames_per_block):
+            fh.write(landmarks_csv(points[s:s + frames_per_block], s))
 
 
 def render_frames(result: PredictResult, side_by_side: bool) -> Iterator[np.ndarray]:
@@ -520,25 +527,30 @@ def render_frames(result: PredictResult, side_by_side: bool) -> Iterator[np.ndar
 
 
 def write_outputs(result: PredictResult, paths: dict[str, Path], samples: np.ndarray,
-                  sample_rate_hz: int, *, side_by_side: bool, ffmpeg: str = "") -> None:
-    from pipeline.io import atomic_path, atomic_write_text, write_json
+                  sample_rate_hz: int, *, side_by_side: bool, ffmpeg: str = "") -> dict[str, float]:
+    """Write every output (atomically); returns seconds spent on landmark files and on the mp4."""
+    from pipeline.io import atomic_path, write_json
     from pipeline.mp4 import write_mp4
+    t0 = time.perf_counter()
     try:
         for key, pts in (("crop", result.landmarks_crop), ("image", result.landmarks_image)):
             with atomic_path(paths[f"{key}_npy"]) as tmp, open(tmp, "wb") as fh:
                 np.save(fh, pts.astype(np.float32))
-            atomic_write_text(paths[f"{key}_csv"], landmarks_csv(pts))
+            write_csv(paths[f"{key}_csv"], pts)
+        t1 = time.perf_counter()
         px = result.identity.crop_rgb.shape[0]
         write_mp4(paths["video"], render_frames(result, side_by_side), fps=result.fps,
                   size_wh=(2 * px if side_by_side else px, px), audio=samples,
                   sample_rate_hz=sample_rate_hz, ffmpeg=ffmpeg)
+        t2 = time.perf_counter()
         write_json(paths["json"], summary(result, paths))
         umask = os.umask(0)
         os.umask(umask)
         for p in paths.values():   # temp files are created 0600; outputs are the user's files
             os.chmod(p, 0o666 & ~umask)
-    except OSError as e:
+    except (OSError, RuntimeError) as e:   # RuntimeError: ffmpeg failed (e.g. disk full)
         raise PredictError(f"cannot write outputs beside {paths['video']}: {e}") from None
+    return {"write_landmarks": t1 - t0, "render_mp4": t2 - t1}
 
 
 def summary(result: PredictResult, paths: dict[str, Path] | None = None) -> dict[str, Any]:

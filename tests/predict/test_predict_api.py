@@ -11,7 +11,8 @@ import torch
 from kfusion.config import EMOTIONS, from_dict
 from pipeline.dataset import write_synthetic_windows
 from pipeline.media import decode_audio
-from pipeline.predict import Predictor, PredictError, landmarks_csv, output_paths, predict
+from pipeline.predict import (Predictor, PredictError, landmarks_csv, output_paths, predict,
+                              write_csv)
 from pipeline.windows import audio_starts
 
 REPO = Path(__file__).resolve().parents[2]
@@ -90,14 +91,17 @@ def test_chunked_wav2vec2_stays_aligned(predictor: Predictor) -> None:
     assert corr(whole[1:], chunked[:-1]) < 0.7               # a one-frame shift would show
 
 
-def test_output_names_and_csv() -> None:
+def test_output_names_and_csv(tmp_path: Path) -> None:
     p = output_paths("some/dir/talk.mp4")
     assert p["crop_npy"] == Path("some/dir/talk.crop.npy")
     assert p["image_csv"] == Path("some/dir/talk.image.csv") and p["json"] == Path("some/dir/talk.json")
-    pts = np.arange(2 * 68 * 2, dtype=np.float32).reshape(2, 68, 2)
-    rows = landmarks_csv(pts).splitlines()
-    assert rows[0] == "frame,point,x,y" and len(rows) == 1 + 136
-    assert rows[1] == "0,0,0.000,1.000" and rows[-1] == "1,67,270.000,271.000"
+    pts = np.arange(3 * 68 * 2, dtype=np.float32).reshape(3, 68, 2)
+    rows = landmarks_csv(pts[:2]).splitlines()
+    assert len(rows) == 136 and rows[0] == "0,0,0.000,1.000" and rows[-1] == "1,67,270.000,271.000"
+    write_csv(tmp_path / "a.csv", pts, frames_per_block=2)     # blocks of 2 frames: 2 + 1
+    rows = (tmp_path / "a.csv").read_text().splitlines()
+    assert rows[0] == "frame,point,x,y" and len(rows) == 1 + 3 * 68
+    assert rows[1 + 2 * 68] == "2,0,272.000,273.000"
     with pytest.raises(PredictError, match="ending in .mp4"):
         output_paths("talk.gif")
 
