@@ -71,6 +71,8 @@ def _run(cfg: Config, args: argparse.Namespace) -> None:
     for p in out.glob("shard-*"):   # shards of an older plan or the other format
         if p.name not in keep:
             p.unlink()
+    for p in out.glob(".shard-*.tmp"):   # temp files of a killed run: never read, only disk
+        p.unlink()
 
     run = StageRun("features")
     seconds, skipped = 0.0, 0
