@@ -84,6 +84,8 @@ def _kill_after_first_shard(stage: str, cwd: Path, out: Path) -> list[str]:
         meta = shard_meta(out / name)
         assert len(meta["planned_ids"]) == 1 and t.num_rows <= 1
     assert 1 <= len(present) < N_CLIPS, f"killed with {len(present)} shards of {N_CLIPS}"
+    # a kill that lands mid-write leaves a temp file like this one; the re-run must remove it
+    (out / f".{present[-1]}.killed.tmp").write_bytes(b"PAR1 half a shard")
     return present
 
 
