@@ -240,10 +240,20 @@ def structured_windows(n: int = 8, seed: int = 0) -> tuple[dict, torch.Tensor]:
 
 @pytest.mark.slow
 def test_overfits_eight_windows():
-    torch.set_num_threads(2)
-    cfg = from_dict({"device": "cpu", "model": {"dropout": 0.0, "d_model": 32,
-                                                "lstm_hidden": 32, "fusion_channels": 16,
-                                                "kan": {"hidden": [32]}}})
+    # one thread: a tiny model is hundreds of small ops, and on a busy machine every op's
+    # two-thread barrier waits for a core; one thread is faster and steadier here
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        _overfit()
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _overfit():
+    cfg = from_dict({"device": "cpu", "model": {"dropout": 0.0, "d_model": 16,
+                                                "lstm_hidden": 16, "fusion_channels": 8,
+                                                "kan": {"hidden": [16]}}})
     model = build_model(cfg)
     batch, target = structured_windows()
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
