@@ -28,9 +28,7 @@ window, its softmax averaged over windows; the argmax conditions all windows.
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
-import sys
 import tempfile
 import time
 import warnings
@@ -249,12 +247,12 @@ def wav2vec2_chunked(model, samples: np.ndarray, *, device: str, half: bool,
                      sample_rate_hz: int = 16000) -> np.ndarray:
     """(n_w2v_frames(n), 768) float16: the features stage's call on the whole clip, or, past
     chunk_s, on chunks starting at multiples of the frame stride with context on both sides."""
-    from pipeline.features import n_w2v_frames, normalise, wav2vec2_features
+    from pipeline.features import n_w2v_frames, wav2vec2_features
     n = len(samples)
     total = n_w2v_frames(n)
     if n <= chunk_s * sample_rate_hz:
         return wav2vec2_features(model, [samples], device=device, half=half)[0]
-    x = normalise(samples)   # clip-level statistics, as for a whole clip
+    x = samples   # each chunk is normalised on its own by wav2vec2_features, like a clip
     core = int(chunk_s * sample_rate_hz) // W2V_STRIDE          # frames per chunk
     ctx = int(context_s * sample_rate_hz) // W2V_STRIDE
     out = np.zeros((total, 768), np.float16)
@@ -272,7 +270,7 @@ def clip_features(samples: np.ndarray, cfg: Config, encoder_model, device: torch
     """mel (n_mel, n_mels) float32 and w2v (n_w2v, 768) float16 for the whole clip, padded
     so every window of the clip has its full spans."""
     from pipeline.features import log_mel, mel_transform
-    from pipeline.windows import spans
+    from pipeline.windows import audio_starts, spans
     fps, frames, sr = cfg.landmarks.fps, cfg.windows.frames, cfg.audio.sample_rate_hz
     x = samples
     if len(x) < round(frames / fps * sr):   # shorter than one window: pad with silence
@@ -283,7 +281,6 @@ def clip_features(samples: np.ndarray, cfg: Config, encoder_model, device: torch
     # The last window (flush with the end) may need a frame more than the clip gives:
     # repeat the edge frame instead of dropping the window as training does.
     T = max(round(len(samples) / sr * fps), frames)
-    from pipeline.windows import audio_starts
     m0, w0 = audio_starts(T - frames, fps)
     mel_len, w2v_len = spans(frames, fps)
     mel = _edge_pad(mel, m0 + mel_len)
