@@ -48,7 +48,7 @@ def test_plan_crops_fixed_while_still_and_recrops_after_a_move():
     frames = [_square_face(100 + (t % 2), 120, 50) for t in range(10)]    # 1 px wobble: one crop
     frames += [_square_face(200, 120, 50) for _ in range(5)]              # head moved 100 px
     boxes = plan_crops(np.stack(frames), crop_scale=2.0, tolerance=0.15)
-    # side = 2 x 50 = 100; median centre of the first stretch x = 100.5 -> x0 = round(100.5 - 50) = 50 (banker's) or 51
+    # side = 2 x 50 = 100; median centre x = 100.5, so x0 = round(50.5): 50 or 51
     assert (boxes[:10] == boxes[0]).all() and boxes[0, 2] == 100 and boxes[0, 1] == 70
     assert boxes[0, 0] in (50, 51)
     assert (boxes[10:] == [150, 70, 100]).all()
