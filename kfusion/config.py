@@ -42,8 +42,6 @@ def _f(default: Any, *, lo: float | None = None, hi: float | None = None,
 @dataclass
 class PreprocessConfig:
     workers: int = _f(2, lo=1, hi=256, doc="worker processes for clip-level parallelism")
-    max_reject_fraction: float = _f(0.2, lo=0.0, hi=1.0,
-                                    doc="a stage fails when more clips than this are rejected")
     ffmpeg: str = _f("", doc="ffmpeg binary; empty = PATH, then imageio-ffmpeg's bundled one")
 
 

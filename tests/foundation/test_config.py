@@ -49,8 +49,8 @@ def test_bool_is_not_an_int(tmp_path: Path) -> None:
 
 
 def test_out_of_range(tmp_path: Path) -> None:
-    p = _write(tmp_path, {"preprocess": {"max_reject_fraction": 1.5}})
-    with pytest.raises(C.ConfigError, match=r"preprocess\.max_reject_fraction: 1\.5 is out of range; "
+    p = _write(tmp_path, {"audio": {"max_reject_fraction": 1.5}})
+    with pytest.raises(C.ConfigError, match=r"audio\.max_reject_fraction: 1\.5 is out of range; "
                                             r"allowed: \[0\.0, 1\.0\]"):
         C.load(p)
 
