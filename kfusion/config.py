@@ -108,7 +108,7 @@ class LandmarksConfig:
     detect_upsample: int = _f(0, lo=0, hi=3, doc="dlib detector upsampling steps (small faces)")
     jpeg_quality: int = _f(92, lo=1, hi=100, doc="identity / crop frame JPEG quality")
     min_track_confidence: float = _f(0.6, lo=0.0, hi=1.0)
-    smoothing: int = _f(0, lo=0, hi=15, doc="temporal smoothing window in frames (0 = off)")
+    smoothing: int = _f(3, lo=0, hi=15, doc="temporal smoothing window in frames (0 = off)")
     keep_frames: Literal["identity", "all"] = _f("identity")
     max_gap_frames: int = _f(5, lo=0, hi=300, doc="face dropouts bridged by interpolation")
     min_face_fraction: float = _f(0.9, lo=0.0, hi=1.0,
