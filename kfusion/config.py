@@ -156,7 +156,8 @@ class FeaturesConfig:
 @dataclass
 class WindowsConfig:
     frames: int = _f(30, lo=2, hi=300, doc="window length: 30 frames = 1 s at 30 fps")
-    stride_frames: int = _f(15, lo=1, hi=300)
+    stride_frames: int = _f(5, lo=1, hi=300, doc="5: 3x the demo's training windows of 15 "
+                                                  "(overlapping; docs/model.md)")
     identity: Literal["clip", "speaker_neutral", "window_first"] = _f(
         "clip", doc="window_first is the authors' choice; it leaks the window's pose")
     identity_frame: int = _f(0, lo=0, doc="reference frame of a clip when the landmark shard "
@@ -200,18 +201,33 @@ class ModelConfig:
     emotion_embedding: Literal["label", "predicted"] = _f("label")
     coord_low_px: float = _f(56.0, doc="min-max bounds for normalised coordinates (authors' 56)")
     coord_high_px: float = _f(243.0, doc="(authors' 243) in the 256 crop")
+    mel_norm: Literal["window", "none"] = _f(
+        "window", doc="log-mel input standardised per window (mean/std over time and bins)")
+    local_attention_s: float = _f(
+        0.02, lo=0.0, hi=10.0, doc="decoders' cross-attention locality bias: head h prefers "
+                                  "memory within local_attention_s * 2^h s of its query; 0 = off")
+    token_to_frame: Literal["interpolate", "conv"] = _f(
+        "interpolate", doc="49 tokens -> 30 frames: linear resampling of each branch before "
+                           "KFusion (time-aligned gate init), or the 1x1 convs alone")
+    head_init_scale: float = _f(0.01, lo=0.0, hi=1.0,
+                                doc="scale of the head's last-layer initial weights (start "
+                                    "near the still identity)")
     kan: KANConfig = field(default_factory=KANConfig)
 
 
 @dataclass
 class TrainConfig:
-    epochs: int = _f(8, lo=1, hi=100000, doc="paper: 200 on MEAD; 8 keeps the demo corpus's "
-                                            "dvc repro within minutes on 2 CPU cores")
+    epochs: int = _f(20, lo=1, hi=100000, doc="paper: 200 on MEAD; 20 (with windows."
+                                             "stride_frames 5) trains the demo corpus in ~3 "
+                                             "min on one CPU thread (docs/model.md)")
     batch_size: int = _f(32, lo=1, hi=65536)
     lr: float = _f(3e-4, lo=0.0, hi=1.0)
     eta_min: float = _f(1e-6, lo=0.0, hi=1.0)
     weight_decay: float = _f(0.0, lo=0.0, hi=1.0)
     mouth_weight: float = _f(0.8, lo=0.0, hi=1.0, doc="loss = (1-w) MSE(all) + w MSE(mouth)")
+    velocity_weight: float = _f(0.3, lo=0.0, hi=1e6,
+                                doc="optional term (not in the paper): + v * the mouth-"
+                                    "weighted LVD (Eq. 15) in normalised units; 0 = paper")
     grad_clip: float = _f(1.0, lo=0.0, hi=1e6, doc="0 = off")
     amp: bool = _f(True, doc="mixed precision on CUDA; ignored on CPU")
     num_workers: int = _f(0, lo=0, hi=64)

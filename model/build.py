@@ -60,11 +60,13 @@ class KFusionModel(nn.Module):
             self.global_domain = GlobalDomain(
                 in_dim=n_mels if mel else W2V_DIM, rate_hz=mel_rate_hz if mel else 50.0,
                 offset_s=0.0 if mel else W2V_OFFSET_S, n_tokens=n_tokens, n_points=N_POINTS,
-                n_mouth=len(mouth), **sizes)
+                n_mouth=len(mouth), normalise=mel and mcfg.mel_norm == "window",
+                local_attention_s=mcfg.local_attention_s, **sizes)
         self.content_domain = ContentDomain(
             w2v_dim=W2V_DIM, n_emotions=len(EMOTIONS), n_tokens=n_tokens, n_points=N_POINTS,
             n_mouth=len(mouth), lstm=mcfg.lstm, lstm_hidden=mcfg.lstm_hidden,
-            emotion_embedding=mcfg.emotion_embedding, **sizes)
+            emotion_embedding=mcfg.emotion_embedding,
+            local_attention_s=mcfg.local_attention_s, **sizes)
         face_branches = 1 + mcfg.lstm + mcfg.global_domain  # f, gb, ct
         mouth_branches = mcfg.lstm + mcfg.global_domain  # m, gb_m
         if mcfg.fusion == "none":
@@ -79,7 +81,9 @@ class KFusionModel(nn.Module):
                 head=mcfg.fusion, kan_widths=[N_POINTS, *k.hidden, N_POINTS],
                 kan_kwargs=dict(grid_size=k.grid_size, spline_order=k.spline_order,
                                 grid_range=tuple(k.grid_range), scale_noise=k.scale_noise,
-                                scale_base=k.scale_base, scale_spline=k.scale_spline))
+                                scale_base=k.scale_base, scale_spline=k.scale_spline),
+                interpolate=mcfg.token_to_frame == "interpolate",
+                head_init_scale=mcfg.head_init_scale)
 
     def _input(self, batch: dict, key: str, shape: tuple[int | None, ...]) -> torch.Tensor:
         if key not in batch:

@@ -22,7 +22,7 @@ class ContentDomain(nn.Module):
     def __init__(self, *, w2v_dim: int, n_emotions: int, n_tokens: int, n_points: int,
                  n_mouth: int, d_model: int, n_heads: int, encoder_layers: int,
                  decoder_layers: int, ff_mult: int, dropout: float, lstm: bool,
-                 lstm_hidden: int, emotion_embedding: str):
+                 lstm_hidden: int, emotion_embedding: str, local_attention_s: float = 0.0):
         super().__init__()
         self.emotion = nn.Embedding(n_emotions, w2v_dim)
         nn.init.ones_(self.emotion.weight)
@@ -39,7 +39,8 @@ class ContentDomain(nn.Module):
         self.encoder = AudioEncoder(in_dim=d_model, rate_hz=1 / W2V_HOP_S,
                                     offset_s=W2V_OFFSET_S, layers=encoder_layers, **sizes)
         self.decoder = IdentityDecoder(identity_dim=2 * n_points, out_dim=2 * n_points,
-                                       n_tokens=n_tokens, layers=decoder_layers, **sizes)
+                                       n_tokens=n_tokens, layers=decoder_layers,
+                                       local_attention_s=local_attention_s, **sizes)
         self.lstm = lstm
         if lstm:
             self.face_lstm = nn.LSTM(d_model, lstm_hidden, batch_first=True, bidirectional=True)
@@ -64,7 +65,8 @@ class ContentDomain(nn.Module):
         """w2v (B, T, 768), v (B, 136) -> dict of ct (B, T, F) and, with LSTMs, f, m."""
         x = w2v * self.emotion_variable(w2v, emotion)[:, None]  # Eq. 7, (B, T, 768)
         h = self.proj(x)  # (B, T, d)
-        out = {"ct": self.decoder(v, self.encoder(h))}
+        memory = self.encoder(h)  # (B, T, d)
+        out = {"ct": self.decoder(v, memory, self.encoder.times(memory.shape[1], memory.device))}
         if self.lstm:
             out["f"] = self.face_out(self.face_lstm(h)[0])  # (B, T, F)
             out["m"] = self.mouth_out(self.mouth_lstm(h)[0])  # (B, T, M)

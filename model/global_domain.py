@@ -7,8 +7,11 @@ the batch as in the authors' code). The decoders' queries are the identity landm
 lifted to `n_tokens` tokens (the authors lift them with a Conv1d(1 -> 49)); each query
 token sits at the time of one wav2vec2 frame, so gb and gb_m come out on the same 49-token
 time axis as the Content Domain whatever the encoder's input rate (100 mel frames/s or
-50 wav2vec2 frames/s). Sinusoidal encodings of time *in seconds* on both sides let the
-cross-attention find the audio around each query's instant.
+50 wav2vec2 frames/s). Sinusoidal encodings of time *in seconds* on both sides, and a
+fixed locality bias on the cross-attention scores (`local_bias`: head h prefers memory
+frames within about sigma_h of its query's instant), let the cross-attention find the
+audio around each query's instant from the first step (docs/model.md: without the bias it
+learnt to attend nearly uniformly and gb carried no timing).
 """
 from __future__ import annotations
 
@@ -38,13 +41,24 @@ def token_times(n_tokens: int, device=None) -> torch.Tensor:
     return torch.arange(n_tokens, device=device) * W2V_HOP_S + W2V_OFFSET_S
 
 
+def local_bias(query_s: torch.Tensor, memory_s: torch.Tensor, sigmas_s: list[float]) -> torch.Tensor:
+    """Additive cross-attention bias -(t_q - t_k)^2 / (2 sigma_h^2), one sigma per head
+    -> (H, L, S). Content scores still add to it, so a head can look elsewhere when the
+    audio says so; the bias only gives the "audio around this instant" prior."""
+    d2 = (query_s[:, None] - memory_s[None, :]).float() ** 2  # (L, S)
+    s = torch.tensor(sigmas_s, device=d2.device, dtype=d2.dtype)[:, None, None]
+    return -0.5 * d2[None] / s ** 2  # (H, L, S)
+
+
 class AudioEncoder(nn.Module):
     """E then Conv of Eq. 5-6: (B, T, in_dim) at `rate_hz` -> memory (B, T, d_model)."""
 
     def __init__(self, *, in_dim: int, rate_hz: float, offset_s: float, d_model: int,
-                 n_heads: int, layers: int, ff_mult: int, dropout: float):
+                 n_heads: int, layers: int, ff_mult: int, dropout: float,
+                 normalise: bool = False):
         super().__init__()
         self.rate_hz, self.offset_s, self.d_model = rate_hz, offset_s, d_model
+        self.normalise = normalise
         self.proj = nn.Linear(in_dim, d_model)
         layer = nn.TransformerEncoderLayer(d_model, n_heads, ff_mult * d_model, dropout,
                                            activation="gelu", batch_first=True, norm_first=True)
@@ -54,9 +68,15 @@ class AudioEncoder(nn.Module):
         # kernel 3 over time also smooths the 10-20 ms frames a little
         self.conv = nn.Conv1d(d_model, d_model, kernel_size=3, padding=1)
 
+    def times(self, n: int, device=None) -> torch.Tensor:
+        """Times (s) of the n input (= memory) frames."""
+        return torch.arange(n, device=device, dtype=torch.float32) / self.rate_hz + self.offset_s
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        t = torch.arange(x.shape[1], device=x.device, dtype=torch.float32) / self.rate_hz
-        x = self.proj(x) + time_encoding(t + self.offset_s, self.d_model).to(x.dtype)
+        if self.normalise:  # per-window standardisation (model.mel_norm: window): raw log-mel
+            # is ~ -4 +- 4.5 with a large constant part; keep spectral shape and loudness contour
+            x = (x - x.mean((1, 2), keepdim=True)) / (x.std((1, 2), keepdim=True) + 1e-5)
+        x = self.proj(x) + time_encoding(self.times(x.shape[1], x.device), self.d_model).to(x.dtype)
         x = self.norm(self.encoder(x))  # (B, T, d)
         return self.conv(x.transpose(1, 2)).transpose(1, 2)  # (B, T, d)
 
@@ -66,9 +86,13 @@ class IdentityDecoder(nn.Module):
     -> (B, n_tokens, out_dim)."""
 
     def __init__(self, *, identity_dim: int, out_dim: int, n_tokens: int, d_model: int,
-                 n_heads: int, layers: int, ff_mult: int, dropout: float):
+                 n_heads: int, layers: int, ff_mult: int, dropout: float,
+                 local_attention_s: float = 0.0):
         super().__init__()
         self.n_tokens, self.d_model = n_tokens, d_model
+        # head h: sigma = local_attention_s * 2^h (multi-scale: 20, 40, 80, 160 ms by default)
+        self.sigmas_s = [local_attention_s * 2 ** h for h in range(n_heads)] \
+            if local_attention_s > 0 else None
         self.lift = nn.Linear(identity_dim, d_model)
         self.token = nn.Parameter(torch.zeros(n_tokens, d_model))  # per-token offset, like
         # the bias of the authors' Conv1d(1 -> 49) lift
@@ -78,10 +102,17 @@ class IdentityDecoder(nn.Module):
         self.norm = nn.LayerNorm(d_model)
         self.out = nn.Linear(d_model, out_dim)
 
-    def forward(self, identity: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
-        pos = time_encoding(token_times(self.n_tokens, memory.device).float(), self.d_model)
-        q = self.lift(identity)[:, None] + (self.token + pos).to(memory.dtype)  # (B, n_tok, d)
-        return self.out(self.norm(self.decoder(q, memory)))  # (B, n_tok, out_dim)
+    def forward(self, identity: torch.Tensor, memory: torch.Tensor,
+                memory_s: torch.Tensor) -> torch.Tensor:
+        """memory (B, S, d) at times memory_s (S,) seconds."""
+        tq = token_times(self.n_tokens, memory.device).float()
+        q = self.lift(identity)[:, None] + (self.token + time_encoding(tq, self.d_model)).to(
+            memory.dtype)  # (B, n_tok, d)
+        mask = None
+        if self.sigmas_s is not None:  # (B * H, n_tok, S), batch-major as attention expects
+            mask = local_bias(tq, memory_s, self.sigmas_s).repeat(memory.shape[0], 1, 1)
+            mask = mask.to(memory.dtype)
+        return self.out(self.norm(self.decoder(q, memory, memory_mask=mask)))  # (B, n_tok, out)
 
 
 class GlobalDomain(nn.Module):
@@ -89,16 +120,20 @@ class GlobalDomain(nn.Module):
 
     def __init__(self, *, in_dim: int, rate_hz: float, offset_s: float, n_tokens: int,
                  n_points: int, n_mouth: int, d_model: int, n_heads: int, encoder_layers: int,
-                 decoder_layers: int, ff_mult: int, dropout: float):
+                 decoder_layers: int, ff_mult: int, dropout: float, normalise: bool = False,
+                 local_attention_s: float = 0.0):
         super().__init__()
         sizes = dict(d_model=d_model, n_heads=n_heads, ff_mult=ff_mult, dropout=dropout)
         self.encoder = AudioEncoder(in_dim=in_dim, rate_hz=rate_hz, offset_s=offset_s,
-                                    layers=encoder_layers, **sizes)
+                                    layers=encoder_layers, normalise=normalise, **sizes)
         self.face = IdentityDecoder(identity_dim=2 * n_points, out_dim=2 * n_points,
-                                    n_tokens=n_tokens, layers=decoder_layers, **sizes)
+                                    n_tokens=n_tokens, layers=decoder_layers,
+                                    local_attention_s=local_attention_s, **sizes)
         self.mouth = IdentityDecoder(identity_dim=2 * n_mouth, out_dim=2 * n_mouth,
-                                     n_tokens=n_tokens, layers=decoder_layers, **sizes)
+                                     n_tokens=n_tokens, layers=decoder_layers,
+                                     local_attention_s=local_attention_s, **sizes)
 
     def forward(self, audio: torch.Tensor, v: torch.Tensor, v_m: torch.Tensor):
         memory = self.encoder(audio)  # (B, T, d), shared by both decoders (E(x) in Eq. 5-6)
-        return self.face(v, memory), self.mouth(v_m, memory)  # (B, n_tok, F), (B, n_tok, M)
+        t = self.encoder.times(memory.shape[1], memory.device)
+        return self.face(v, memory, t), self.mouth(v_m, memory, t)  # (B, n_tok, F), (B, n_tok, M)

@@ -12,11 +12,20 @@ kernels mixing neighbouring points and the two coordinates. Then
                                            coordinate: 30 x 2 rows per window)
 
 B is Conv(k=1) -> Conv(k=3) -> Conv(k=1) as the text says (the code has 3-1-3).
+
+With `token_to_frame: interpolate` (default) each branch's 49 tokens are first resampled
+linearly to the 30 frame times, so the stacks are 3 x 30 / 2 x 30 channels, channel c of
+branch b already *is* frame c, and the gate starts time-aligned (frame o reads frame o of
+every branch). With `conv` the 1x1 convs must learn the 49 -> 30 alignment from scratch,
+which they did not on the demo corpus (docs/model.md). The head's last layer starts
+small (`head_init_scale`), so the model starts near the still identity instead of adding
+random per-frame jitter it then has to unlearn.
 """
 from __future__ import annotations
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from model.kan import KAN, MLP, matched_mlp_widths
 
@@ -31,6 +40,23 @@ class Bottleneck(nn.Sequential):
             nn.Conv2d(channels, out_channels, 1))
 
 
+def to_frames(tokens: list[torch.Tensor], n_frames: int) -> list[torch.Tensor]:
+    """[(B, T, C)] -> [(B, n_frames, C)], linear interpolation in time (token and frame
+    centres both spread evenly over the window)."""
+    return [F.interpolate(x.transpose(1, 2), size=n_frames, mode="linear",
+                          align_corners=False).transpose(1, 2) for x in tokens]
+
+
+def scale_last_layer_(head: nn.Module, scale: float) -> None:
+    """Multiply the head's output layer weights by `scale` (KAN: base and spline weights
+    of its last KANLinear; MLP: its last Linear)."""
+    last = head.layers[-1] if hasattr(head, "layers") else head.net[-1]
+    with torch.no_grad():
+        for name, p in last.named_parameters():
+            if name in ("base_weight", "spline_weight", "weight", "bias"):
+                p.mul_(scale)
+
+
 def as_grid(tokens: list[torch.Tensor]) -> torch.Tensor:
     """Eq. 8/9: [(B, T, 2P)] * n -> (B, n*T, 2, P), stacked on time."""
     x = torch.cat(tokens, dim=1)
@@ -42,12 +68,21 @@ class KFusion(nn.Module):
 
     def __init__(self, *, face_branches: int, mouth_branches: int, n_tokens: int,
                  n_frames: int, channels: int, mouth_indices: list[int], head: str,
-                 kan_widths: list[int], kan_kwargs: dict):
+                 kan_widths: list[int], kan_kwargs: dict, interpolate: bool = True,
+                 head_init_scale: float = 1.0):
         super().__init__()
         n_points = kan_widths[0]
+        self.n_frames, self.interpolate = n_frames, interpolate
+        if interpolate:
+            n_tokens = n_frames  # branches are resampled to the frames first
         self.register_buffer("mouth_indices", torch.tensor(mouth_indices), persistent=False)
         self.face_bottleneck = Bottleneck(face_branches * n_tokens, channels, n_frames)
         self.face_gate = nn.Conv2d(face_branches * n_tokens, n_frames, 1)  # Conv of Eq. 10
+        if interpolate:  # start time-aligned: frame o = mean over branches of their frame o
+            with torch.no_grad():
+                eye = torch.eye(n_frames) / face_branches
+                for b in range(face_branches):
+                    self.face_gate.weight[:, b * n_frames:(b + 1) * n_frames, 0, 0] += eye
         # without both mouth branches (w/o LSTM and w/o Global) there is no x_m: the mouth
         # points keep what the face path gives them
         self.mouth_bottleneck = (Bottleneck(mouth_branches * n_tokens, channels, n_frames)
@@ -59,11 +94,14 @@ class KFusion(nn.Module):
                                                kan_kwargs["spline_order"]))
         else:
             raise ValueError(f"KFusion head must be 'kan' or 'mlp', got {head!r}")
+        scale_last_layer_(self.head, head_init_scale)
         assert kan_widths[-1] == n_points
 
     def fuse(self, face: list[torch.Tensor], mouth: list[torch.Tensor]) -> torch.Tensor:
         """Eq. 8-11 -> x'_f (B, n_frames, 2, 68), what the head reads."""
-        x_f = as_grid(face)  # (B, 3T, 2, 68)
+        if self.interpolate:
+            face, mouth = to_frames(face, self.n_frames), to_frames(mouth, self.n_frames)
+        x_f = as_grid(face)  # (B, 3T, 2, 68), T = n_frames when interpolating
         x = self.face_bottleneck(x_f) * self.face_gate(x_f)  # Eq. 10, (B, n_frames, 2, 68)
         if self.mouth_bottleneck is not None:
             x_m = self.mouth_bottleneck(as_grid(mouth))  # (B, n_frames, 2, 20)

@@ -26,12 +26,21 @@ def from_unit(u: torch.Tensor, mcfg: ModelConfig) -> torch.Tensor:
 
 
 def landmark_loss(pred: torch.Tensor, target: torch.Tensor, mouth_weight: float,
-                  mcfg: ModelConfig) -> torch.Tensor:
+                  mcfg: ModelConfig, *, velocity_weight: float = 0.0) -> torch.Tensor:
     """(1 - w) MSE(all 68 points) + w MSE(mouth points 48-67), in normalised units.
 
     pred, target: (B, T, 68, 2) in crop px. The authors' code uses w = 0.8.
+    With velocity_weight v > 0 (`train.velocity_weight`; not in the paper) it adds
+    v * [(1 - w) VD(all) + w VD(mouth)], VD = mean Euclidean distance between predicted and
+    target frame-to-frame velocities: the paper's LVD (Eq. 15) in normalised units. Position
+    MSE alone leaves frame-to-frame jitter unpenalised, and LVD is what it then loses.
     """
     p, t = to_unit(pred.float(), mcfg), to_unit(target.float(), mcfg)
     mouth = list(MOUTH_INDICES)
-    return ((1 - mouth_weight) * F.mse_loss(p, t)
+    loss = ((1 - mouth_weight) * F.mse_loss(p, t)
             + mouth_weight * F.mse_loss(p[:, :, mouth], t[:, :, mouth]))
+    if velocity_weight:
+        d = torch.linalg.vector_norm(p.diff(dim=1) - t.diff(dim=1), dim=-1)  # (B, T-1, 68)
+        loss = loss + velocity_weight * ((1 - mouth_weight) * d.mean()
+                                         + mouth_weight * d[:, :, mouth].mean())
+    return loss

@@ -215,7 +215,8 @@ def train_epoch(model: nn.Module, loader: DataLoader, opt: torch.optim.Optimizer
         inputs, target = model_inputs(batch, d.device), batch["target"].to(d.device)
         with torch.autocast(d.device.type, dtype=torch.float16, enabled=amp):
             pred = model(inputs)                                            # (B, 30, 68, 2)
-        loss = loss_fn(pred.float(), target, cfg.train.mouth_weight, cfg.model)
+        loss = loss_fn(pred.float(), target, cfg.train.mouth_weight, cfg.model,
+                       velocity_weight=cfg.train.velocity_weight)  # val loss: the paper's MSE
         _check_finite(loss.detach(), batch, epoch, step, d)
         opt.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()

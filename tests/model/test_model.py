@@ -133,7 +133,9 @@ def shapes(model) -> dict[str, tuple]:
 
 def test_switching_off_removes_exactly_that_blocks_parameters():
     full = build_model(tiny_cfg())
-    n_tok, ch, n_frames = 49, 4, 30
+    # tokens are resampled to the frames before KFusion (token_to_frame: interpolate), so
+    # each branch is n_frames channels of the k=1 convs
+    n_tok, ch, n_frames = 30, 4, 30
     first_convs = {"kfusion.face_bottleneck.0.weight", "kfusion.face_gate.weight",
                    "kfusion.mouth_bottleneck.0.weight"}
     # each removed branch removes its block and n_tok input channels of the k=1 convs that

@@ -86,9 +86,9 @@ def test_nan_loss_later_keeps_the_last_good_checkpoint(tiny_cfg, windows: Path, 
     from model.loss import landmark_loss
     calls = {"n": 0}
 
-    def loss_that_breaks(pred, target, w, mcfg):  # finite for epoch 1 (3 steps), then NaN
+    def loss_that_breaks(pred, target, w, mcfg, **kw):  # finite for epoch 1 (3 steps), then NaN
         calls["n"] += 1
-        loss = landmark_loss(pred, target, w, mcfg)
+        loss = landmark_loss(pred, target, w, mcfg, **kw)
         return loss * float("nan") if calls["n"] > 4 else loss  # 3 train + 1 val call
 
     with pytest.raises(NonFiniteLoss):
