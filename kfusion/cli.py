@@ -23,6 +23,34 @@ def _cmd_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    """Print the evaluate stage's metrics as one table: model and baselines, per corpus."""
+    import json
+    from pathlib import Path
+    path = Path(args.metrics)
+    if not path.exists():
+        print(f"error: {path}: no metrics yet; run `dvc repro` (the evaluate stage writes it)",
+              file=sys.stderr)
+        return 2
+    print(format_report(json.loads(path.read_text()), str(path)))
+    return 0
+
+
+def format_report(m: dict, source: str = "metrics") -> str:
+    """Rows: corpus x reference (detector landmarks, generator's ground truth) x system."""
+    cols = ("M-LD", "M-LVD", "F-LD", "F-LVD")
+    lines = [f"{source}: {m.get('units', 'Eq. 13-15, px of the 256 crop')}",
+             f"encoder {m.get('encoder')} (fallback: {m.get('encoder_fallback')}), "
+             f"checkpoint {m.get('checkpoint')}",
+             f"{'corpus':8} {'vs':13} {'system':12} {'windows':>7} " + " ".join(f"{c:>7}" for c in cols)]
+    for corpus, block in (m.get("corpora") or {}).items():
+        for ref in ("vs_reference", "vs_ground_truth"):
+            for system, row in (block.get(ref) or {}).items():
+                vals = " ".join(f"{row.get(c, float('nan')):7.3f}" for c in cols)
+                lines.append(f"{corpus:8} {ref[3:]:13} {system:12} {row.get('windows', 0):7d} {vals}")
+    return "\n".join(lines)
+
+
 def _cmd_stage(args: argparse.Namespace) -> int:
     """Run one pipeline stage outside DVC (same code `dvc repro` runs)."""
     try:
@@ -51,6 +79,11 @@ def build_parser() -> argparse.ArgumentParser:
                        description=_cmd_config.__doc__)
     c.add_argument("--params", default="params.yaml")
     c.set_defaults(func=_cmd_config)
+
+    r = sub.add_parser("report", help="print the evaluation metrics as one table",
+                       description=_cmd_report.__doc__)
+    r.add_argument("--metrics", default="metrics/evaluate.json")
+    r.set_defaults(func=_cmd_report)
 
     s = sub.add_parser("stage", help="run one pipeline stage outside DVC",
                        description=_cmd_stage.__doc__)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One entry point for a fresh machine: create (or reuse) the environment, then run a job.
 #
-#   bash scripts/setup.sh repro   # env + `dvc repro` on the demo corpus + `dvc metrics show`
+#   bash scripts/setup.sh repro   # env + `dvc repro` on the demo corpus + the metrics table
 #   bash scripts/setup.sh test    # env + the test suite (pytest)
 #
 # The environment lives in $KFUSION_VENV (default: .venv in the checkout). It is rebuilt only
@@ -46,7 +46,7 @@ export PATH="$(cd "$venv" && pwd)/bin:$PATH"
 case "$job" in
   repro)
     dvc repro "$@"
-    dvc metrics show
+    kfusion report          # model and baselines, M-LD/M-LVD/F-LD/F-LVD (all of it: dvc metrics show)
     ;;
   test)
     # pytest exits 5 when it collects no test: that fails this script (set -e), on purpose.
