@@ -41,6 +41,7 @@ ROWS: list[tuple[str, list[str]]] = [
 ]
 COLS = ("M-LD", "M-LVD", "F-LD", "F-LVD")
 OUT_DIR = Path("metrics/ablations")
+PARAMS = Path("params.yaml")
 
 
 def _slug(name: str) -> str:
@@ -59,10 +60,17 @@ def _run(cmd: list[str]) -> None:
 
 def run_sequential(extra: list[str]) -> None:
     OUT_DIR.mkdir(parents=True, exist_ok=True)
-    for name, sets in ROWS:
-        args = [a for s in sets + extra for a in ("-S", s)]
-        _run([_dvc(), "exp", "run", "-n", _slug(name) + "-" + _stamp(), *args])
-        shutil.copyfile("metrics/evaluate.json", OUT_DIR / f"{_slug(name)}.json")
+    # `dvc exp run -S` leaves its overrides in the workspace's params.yaml, so without a reset
+    # every row would inherit the switches of the rows before it.
+    base = PARAMS.read_text()
+    try:
+        for name, sets in ROWS:
+            PARAMS.write_text(base)
+            args = [a for s in sets + extra for a in ("-S", s)]
+            _run([_dvc(), "exp", "run", "-n", _slug(name) + "-" + _stamp(), *args])
+            shutil.copyfile("metrics/evaluate.json", OUT_DIR / f"{_slug(name)}.json")
+    finally:
+        PARAMS.write_text(base)
 
 
 def run_queued(extra: list[str], jobs: int) -> dict[str, str]:
@@ -70,7 +78,9 @@ def run_queued(extra: list[str], jobs: int) -> dict[str, str]:
     for name, sets in ROWS:
         exp = _slug(name) + "-" + _stamp()
         args = [a for s in sets + extra for a in ("-S", s)]
+        base = PARAMS.read_text()
         _run([_dvc(), "exp", "run", "--queue", "-n", exp, *args])
+        PARAMS.write_text(base)
         names[name] = exp
     _run([_dvc(), "exp", "run", "--run-all", "-j", str(jobs)])
     return names
@@ -162,7 +172,7 @@ def write_table(path: Path = Path("metrics/ablations.md")) -> str:
         "**Table 2 (reproduced)**: ablations on this project's test split. Eq. 13-15 in pixels "
         "of the 256x256 crop, model vs the detector's reference landmarks, per window then "
         f"averaged over {meta.get('windows', '?')} test windows. Seed {t.get('seed')}, "
-        f"{t.get('epochs')} epochs, encoder {meta.get('encoder')} (fallback: "
+        f"{t.get('epochs')} epochs (best checkpoint by validation loss), encoder {meta.get('encoder')} (fallback: "
         f"{meta.get('encoder_fallback')}). Lower is better; bold best, underlined second.",
         "",
         "| Method | M-LD (↓) | M-LVD (↓) | F-LD (↓) | F-LVD (↓) |",
