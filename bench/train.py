@@ -31,10 +31,11 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--params", default=str(ROOT / "params.yaml"))
     ap.add_argument("--steps", type=int, default=8)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=0, help="default: train.threads of the params")
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
     cfg = load(args.params)
+    args.threads = args.threads or cfg.train.threads or torch.get_num_threads()
+    torch.set_num_threads(args.threads)
     from model.build import build_model
     from model.loss import landmark_loss
 
@@ -55,7 +56,8 @@ def main() -> int:
 
     def step(batch):
         loss = landmark_loss(model(model_inputs(batch, "cpu")), batch["target"],
-                             cfg.train.mouth_weight, cfg.model)
+                             cfg.train.mouth_weight, cfg.model,
+                             velocity_weight=cfg.train.velocity_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
