@@ -17,23 +17,34 @@ from pipeline.ffmpeg import ffmpeg_binary
 from pipeline.io import atomic_path
 
 
+# Byte-reproducible output: no encoder/muxer version strings, no metadata, one x264 thread.
+BITEXACT = ["-threads", "1", "-flags:v", "+bitexact", "-fflags", "+bitexact", "-map_metadata", "-1"]
+
+
 def write_mp4(path: str | Path, frames: Iterable[np.ndarray], *, fps: int, size_wh: tuple[int, int],
-              audio: np.ndarray | None = None, sample_rate_hz: int = 16000, ffmpeg: str = "",
-              crf: int = 20) -> None:
-    """Encode RGB uint8 frames (H, W, 3) at `fps` to H.264 (yuv420p); mux `audio` (mono float) as AAC."""
+              audio: np.ndarray | None = None, sample_rate_hz: int = 16000,
+              audio_file: str | Path | None = None, ffmpeg: str = "", crf: int = 20,
+              bitexact: bool = False) -> None:
+    """Encode RGB uint8 frames (H, W, 3) at `fps` to H.264 (yuv420p), with either `audio`
+    (mono float samples, encoded as AAC) or `audio_file` (an AAC file, its stream copied)."""
     w, h = size_wh
     if w % 2 or h % 2:
         raise ValueError(f"H.264 yuv420p needs even frame sizes, got {w}x{h}")
+    if audio is not None and audio_file is not None:
+        raise ValueError("pass audio samples or an audio file, not both")
     with tempfile.TemporaryDirectory() as td, atomic_path(path) as tmp:
-        cmd = [ffmpeg_binary(ffmpeg), "-hide_banner", "-loglevel", "error", "-y",
+        cmd = [ffmpeg_binary(ffmpeg), "-hide_banner", "-nostdin", "-loglevel", "error", "-y",
                "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w}x{h}", "-r", str(fps), "-i", "pipe:0"]
         if audio is not None:
             wav = Path(td) / "audio.wav"
             sf.write(wav, np.asarray(audio, np.float32), sample_rate_hz, subtype="FLOAT")
-            cmd += ["-i", str(wav), "-c:a", "aac", "-b:a", "128k"]
+            cmd += ["-i", str(wav), "-map", "0:v", "-map", "1:a", "-c:a", "aac", "-b:a", "128k"]
+        elif audio_file is not None:
+            cmd += ["-i", str(audio_file), "-map", "0:v", "-map", "1:a", "-c:a", "copy"]
         cmd += ["-c:v", "libx264", "-preset", "veryfast", "-crf", str(crf), "-pix_fmt", "yuv420p",
-                "-movflags", "+faststart", "-f", "mp4", str(tmp)]
-        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+                *(BITEXACT if bitexact else ["-movflags", "+faststart"]), "-f", "mp4", str(tmp)]
+        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE)
         assert proc.stdin is not None
         try:
             for f in frames:

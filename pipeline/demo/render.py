@@ -18,6 +18,7 @@ import numpy as np
 from scipy.spatial import Delaunay
 
 from pipeline.io import atomic_path
+from pipeline.mp4 import write_mp4
 
 _SUB = 16  # cv2 drawing with shift=4: 1/16 px precision
 
@@ -146,22 +147,7 @@ def encode_audio(path: Path, samples: np.ndarray, sample_rate_hz: int, out_rate_
 
 def encode_video(path: Path, frames: Iterable[np.ndarray], *, frame_px: int, fps: int,
                  audio: Path, ffmpeg: str, crf: int) -> None:
-    """RGB frames piped into ffmpeg: H.264 (yuv420p) at `fps`, the m4a's AAC stream copied in."""
-    with atomic_path(path) as tmp:
-        proc = subprocess.Popen(
-            [ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "error", "-y", "-f", "rawvideo",
-             "-pix_fmt", "rgb24", "-s", f"{frame_px}x{frame_px}", "-framerate", str(fps),
-             "-i", "pipe:0", "-i", str(audio), "-map", "0:v", "-map", "1:a", "-c:v", "libx264",
-             "-preset", "veryfast", "-crf", str(crf), "-pix_fmt", "yuv420p", "-threads", "1",
-             "-c:a", "copy", "-flags:v", "+bitexact", *_BITEXACT, "-f", "mp4", str(tmp)],
-            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        try:
-            for frame in frames:
-                proc.stdin.write(np.ascontiguousarray(frame, np.uint8).tobytes())
-        finally:
-            proc.stdin.close()
-            err = proc.stderr.read()
-            rc = proc.wait()
-        if rc != 0:
-            tail = err.decode(errors="replace").strip().splitlines()[-3:]
-            raise RuntimeError(f"ffmpeg (video) failed ({rc}): {' | '.join(tail)}")
+    """RGB frames piped into ffmpeg: H.264 (yuv420p) at `fps`, the m4a's AAC stream copied in,
+    byte-reproducible."""
+    write_mp4(path, frames, fps=fps, size_wh=(frame_px, frame_px), audio_file=audio,
+              ffmpeg=ffmpeg, crf=crf, bitexact=True)
