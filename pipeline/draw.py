@@ -33,11 +33,11 @@ def neutral_canvas(size_px: int, gray: int = 235) -> np.ndarray:
     return np.full((size_px, size_px, 3), gray, np.uint8)
 
 
-def grid(images: list[np.ndarray], cols: int, pad_px: int = 2) -> np.ndarray:
-    """Tile same-size RGB images into a contact sheet, row-major."""
+def grid(images: list[np.ndarray], cols: int, pad_px: int = 2, fill: int = 255) -> np.ndarray:
+    """Tile same-size RGB images into a contact sheet, row-major; gaps and empty cells `fill`."""
     h, w = images[0].shape[:2]
     rows = (len(images) + cols - 1) // cols
-    sheet = np.full((rows * (h + pad_px) + pad_px, cols * (w + pad_px) + pad_px, 3), 255, np.uint8)
+    sheet = np.full((rows * (h + pad_px) + pad_px, cols * (w + pad_px) + pad_px, 3), fill, np.uint8)
     for i, im in enumerate(images):
         r, c = divmod(i, cols)
         y, x = pad_px + r * (h + pad_px), pad_px + c * (w + pad_px)

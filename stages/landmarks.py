@@ -21,6 +21,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from kfusion.config import EMOTIONS, Config, LandmarksConfig, dump, to_dict
+from pipeline.draw import grid
 from pipeline.io import StageError, StageRun, atomic_path, progress
 from pipeline.landmarks import (CNN_DETECTOR_FILE, PREDICTOR_FILE, LandmarkError, NoFace,
                                 dlib_model_path, fan_weights_path, make_backend, process_clip,
@@ -237,13 +238,10 @@ def _contact_sheet(out: Path, png: Path, n: int = 16, cols: int = 4) -> None:
         tiles.append(img)
     if not tiles:   # the declared plot exists even when every clip was rejected
         tiles = [np.zeros((256, 256, 3), np.uint8)]
-    h, w = tiles[0].shape[:2]
-    tiles += [np.zeros_like(tiles[0])] * (-len(tiles) % cols)
-    grid = np.vstack([np.hstack(tiles[i:i + cols]) for i in range(0, len(tiles), cols)]) \
-        if len(tiles) >= cols else np.hstack(tiles)
+    sheet = grid(tiles, cols=min(cols, len(tiles)), pad_px=0, fill=0)
     png.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(png) as tmp:
-        ok, buf = cv2.imencode(".png", grid)
+        ok, buf = cv2.imencode(".png", sheet)
         tmp.write_bytes(buf.tobytes())
 
 
