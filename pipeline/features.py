@@ -61,8 +61,7 @@ def log_mel(samples: np.ndarray, transform) -> np.ndarray:
 # ----------------------------------------------------------------------------- wav2vec2
 def load_wav2vec2(name_or_dir: str, *, fallback: str = "random", seed: int = 0):
     """(model in eval mode, fallback used?, why it fell back or "")."""
-    import torch
-    from transformers import Wav2Vec2Config, Wav2Vec2Model
+    from transformers import Wav2Vec2Model
     try:
         model = Wav2Vec2Model.from_pretrained(name_or_dir, local_files_only=True)
         return model.eval(), False, ""
@@ -76,9 +75,16 @@ def load_wav2vec2(name_or_dir: str, *, fallback: str = "random", seed: int = 0):
     warnings.warn(f"wav2vec2 {name_or_dir!r} could not be loaded offline ({why}); using the same "
                   f"architecture with seeded random weights (seed={seed}). Features are recorded "
                   f"as fallback: true.", stacklevel=2)
+    return random_wav2vec2(seed), True, why
+
+
+def random_wav2vec2(seed: int):
+    """The recorded fallback encoder: wav2vec2-base's architecture with seeded random weights
+    (a function of `seed` only), in eval mode."""
+    import torch
+    from transformers import Wav2Vec2Config, Wav2Vec2Model
     torch.manual_seed(seed)
-    model = Wav2Vec2Model(Wav2Vec2Config())   # defaults = wav2vec2-base (12 layers, 768 wide)
-    return model.eval(), True, why
+    return Wav2Vec2Model(Wav2Vec2Config()).eval()   # defaults = wav2vec2-base (12 layers, 768 wide)
 
 
 def normalise(samples: np.ndarray) -> np.ndarray:

@@ -31,7 +31,6 @@ import dataclasses
 import os
 import tempfile
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -45,7 +44,6 @@ DEFAULT_CHECKPOINT = Path("models/best.pt")
 W2V_CHUNK_S = 30.0      # audio per wav2vec2 pass beyond which the clip is chunked
 W2V_CONTEXT_S = 2.0     # extra audio on each side of a chunk, cut from its output
 W2V_STRIDE = 320        # samples per wav2vec2 frame at 16 kHz
-NEVER_LOADS = "/nonexistent/kfusion-seeded-random-wav2vec2"
 # Keys whose values shape what the model sees; a checkpoint must agree with params on them.
 INPUT_KEYS = (("features", ("n_mels", "n_fft", "win_length", "hop_length", "wav2vec2")),
               ("windows", ("frames",)), ("landmarks", ("fps", "crop_px", "crop_scale")),
@@ -223,15 +221,13 @@ def find_identity(image: str | Path, cfg: Config, *, strict: bool = False, ffmpe
 def load_encoder(cfg: Config, encoder: dict[str, Any], device: torch.device):
     """The wav2vec2 the checkpoint's features came from: real weights, or the same seeded
     random fallback the features stage built (seed = the run's `seed`). -> (model, fallback)."""
-    from pipeline.features import load_wav2vec2
+    from pipeline.features import load_wav2vec2, random_wav2vec2
     name = encoder.get("encoder") or cfg.features.wav2vec2
     recorded = encoder.get("encoder_fallback")
     if recorded:
-        # A path that never loads sends load_wav2vec2 down its own seeded fallback path, even
-        # on a machine where the real weights are cached.
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            model, fallback, _ = load_wav2vec2(NEVER_LOADS, fallback="random", seed=cfg.seed)
+        # The features stage's own seeded fallback, even on a machine where the real weights
+        # are cached: the model was trained on those features.
+        model, fallback = random_wav2vec2(cfg.seed), True
     else:
         policy = "error" if recorded is False else cfg.features.wav2vec2_fallback
         try:
