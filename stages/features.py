@@ -75,7 +75,7 @@ def _run(cfg: Config, args: argparse.Namespace) -> None:
         p.unlink()
 
     run = StageRun("features")
-    seconds, skipped = 0.0, 0
+    seconds, computed_seconds, skipped = 0.0, 0.0, 0
     if workers == 1:
         results = map(process_shard, jobs)
         pool = None
@@ -88,6 +88,7 @@ def _run(cfg: Config, args: argparse.Namespace) -> None:
                 run.reject(clip_id, reason, message)
             run.processed += res["n_rows"]
             seconds += res["seconds"]
+            computed_seconds += 0.0 if res["skipped"] else res["seconds"]
             skipped += res["skipped"]
     finally:
         if pool is not None:
@@ -98,7 +99,10 @@ def _run(cfg: Config, args: argparse.Namespace) -> None:
     run.extra.update({**encoder, "device": device, "format": cfg.features.format,
                       "audio_seconds": round(seconds, 2), "shards": len(jobs),
                       "shards_resumed": skipped, "workers": workers, "threads_per_worker": threads,
-                      "real_time_factor": round(seconds / max(run.seconds, 1e-9), 2)})
+                      # audio encoded in this run per second of it; resumed shards cost
+                      # nothing, so they do not count (null when every shard was resumed)
+                      "real_time_factor": round(computed_seconds / max(run.seconds, 1e-9), 2)
+                      if computed_seconds else None})
     run.finish(rejects_path=out / "rejects.parquet", metrics_path=Path("metrics/features.json"),
                max_reject_fraction=cfg.features.max_reject_fraction)
 

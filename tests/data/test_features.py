@@ -104,5 +104,9 @@ def test_stage_writes_resumes_and_records_encoder(tmp_path, monkeypatch, fmt):
     m = json.loads((tmp_path / "metrics/features.json").read_text())
     assert (m["shards_resumed"], m["processed"], m["fallback"]) == (1, 3, False)
     assert shards[1].read_bytes() == before and shards[0].exists()
+    assert m["real_time_factor"] > 0   # over the re-encoded shard only
+    assert features_stage.main(["--params", "p.yaml"]) == 0   # nothing left to encode
+    m = json.loads((tmp_path / "metrics/features.json").read_text())
+    assert m["shards_resumed"] == 2 and m["real_time_factor"] is None
     again = {r["clip_id"]: r for p in shards for r in read_shard(p)}
     assert np.array_equal(again["c0"]["w2v"], got["c0"]["w2v"])
