@@ -21,10 +21,10 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from pipeline.demo import load_groundtruth  # noqa: E402
-from pipeline.demo.faces import predictor_path  # noqa: E402
-from pipeline.demo.groundtruth import decode_frames, to_crop  # noqa: E402
-from pipeline.ffmpeg import ffmpeg_binary  # noqa: E402
+from kfusion.pipeline.demo import load_groundtruth  # noqa: E402
+from kfusion.pipeline.demo.faces import predictor_path  # noqa: E402
+from kfusion.pipeline.demo.groundtruth import decode_frames, to_crop  # noqa: E402
+from kfusion.pipeline.media.ffmpeg import ffmpeg_binary  # noqa: E402
 
 _dlib = None
 

@@ -41,7 +41,7 @@ def corruptions(base_audio: Path) -> list[tuple[str, str, str, callable]]:
     def truncate(v, a): v.write_bytes(v.read_bytes()[: len(v.read_bytes()) // 2])
     def text_audio(v, a): a.write_text("not audio\n" * 50)
     def no_face(v, a):   # a test pattern as long as the clip, so only the face is missing
-        from pipeline.media import probe
+        from kfusion.pipeline.media.container import probe
         seconds = probe(v).video_duration_s
         fc.ff("-f", "lavfi", "-i", f"testsrc=size=256x256:rate=30:duration={seconds:.3f}", *fc.X264, v)
     def silent(v, a):
@@ -79,7 +79,7 @@ def build(demo: Path, root: Path, n: int) -> tuple[list[str], dict[str, tuple[st
     """Copy demo clips under new ids until n; corrupt every 10th. Returns (clip ids, corrupted)."""
     src = sorted(demo.glob("*/video/front/*/level_*/*.mp4"))
     if not src:
-        raise SystemExit(f"{demo}: no demo clips; run `dvc repro demo` (or python -m stages.demo)")
+        raise SystemExit(f"{demo}: no demo clips; run `dvc repro demo` (or python -m kfusion.stages.demo)")
     ids, corrupted = [], {}
     faults = corruptions(root)
     for i in range(n):
@@ -127,7 +127,7 @@ def main() -> None:
     seconds, rcs, lines = {}, {}, {}
     for stage in STAGES:
         t = time.perf_counter()
-        r = subprocess.run([sys.executable, "-m", f"stages.{stage}", "--params", str(work / "params.yaml")],
+        r = subprocess.run([sys.executable, "-m", f"kfusion.stages.{stage}", "--params", str(work / "params.yaml")],
                            cwd=work, capture_output=True, text=True,
                            env={**os.environ, "PYTHONPATH": str(REPO), "PYTHONWARNINGS": "ignore"})
         seconds[stage], rcs[stage] = round(time.perf_counter() - t, 1), r.returncode

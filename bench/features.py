@@ -39,7 +39,7 @@ def _one(mode: str, work: Path) -> None:
     sys.path.insert(0, str(REPO))
     t0 = time.perf_counter()
     if mode == "stage":
-        from stages import features
+        from kfusion.stages import features
         assert features.main(["--params", "p.yaml"]) == 0
     else:
         _naive()
@@ -54,8 +54,8 @@ def _naive() -> None:
     import torch
 
     from kfusion.config import load
-    from pipeline.features import load_wav2vec2, log_mel, mel_transform, normalise
-    from pipeline.shards import read_table
+    from kfusion.pipeline.data.features import load_wav2vec2, log_mel, mel_transform, normalise
+    from kfusion.pipeline.data.shards import read_table
     cfg = load("p.yaml")
     torch.set_num_threads(cfg.preprocess.workers)
     with warnings.catch_warnings():
@@ -96,7 +96,7 @@ def _prepare(work: Path, n: int, workers: int, encoder: str) -> float:
     (work / "p.yaml").write_text(yaml.safe_dump(params))
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     for stage in ("index", "audio"):
-        subprocess.run([sys.executable, "-m", f"stages.{stage}", "--params", "p.yaml"], cwd=work,
+        subprocess.run([sys.executable, "-m", f"kfusion.stages.{stage}", "--params", "p.yaml"], cwd=work,
                        env=env, check=True, capture_output=True)
     m = json.loads((work / "metrics/audio.json").read_text())
     return m["audio_hours"] * 3600.0

@@ -33,9 +33,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from kfusion.config import load  # noqa: E402
-from model.build import build_model  # noqa: E402
-from model.kan import KAN, MLP, KANLinear, matched_mlp_widths  # noqa: E402
-from model.loss import landmark_loss  # noqa: E402
+from kfusion.model.build import build_model  # noqa: E402
+from kfusion.model.kan import KAN, MLP, KANLinear, matched_mlp_widths  # noqa: E402
+from kfusion.model.loss import landmark_loss  # noqa: E402
 
 
 class CoxDeBoorKANLinear(KANLinear):

@@ -2,7 +2,7 @@
 
 (a) Throughput, frames/s with `--workers` processes over corpus clips (data/demo/corpus when
     it exists, else the GRID clips in ../shared/grid/s1):
-      stage  - pipeline.landmarks.process_clip, as the stage's workers run it (decode at
+      stage  - kfusion.pipeline.data.landmarks.process_clip, as the stage's workers run it (decode at
                30 fps, detect sparsely + track, crop, identity JPEG);
       naive  - the same decode, then dlib's HOG detector + shape predictor on every frame;
       bound  - the dlib shape predictor alone on the same 256 crops (decoded and cropped
@@ -32,9 +32,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from kfusion.config import LandmarksConfig  # noqa: E402
-from pipeline.landmarks import (DlibBackend, landmark_box, process_clip, read_clip,  # noqa: E402
+from kfusion.pipeline.data.landmarks import (DlibBackend, landmark_box, process_clip, read_clip,  # noqa: E402
                                 still_point_jitter, to_crop_px)
-from pipeline.video import crop_square, iter_frames  # noqa: E402
+from kfusion.pipeline.media.video import crop_square, iter_frames  # noqa: E402
 
 MEAD = REPO.parent / "shared/realclips/mead/M030/video/front/sad/level_3/001.mp4"
 _state: dict = {}
@@ -109,7 +109,7 @@ def _timed_pool(pool, fn, items) -> tuple[float, list]:
 def _groundtruth_error(clips: list[str], stage_clips: list[dict], naive: list[np.ndarray]) -> dict:
     """Mean error vs the demo generator's tracks in the stage's 256 crop px: tracking vs the
     naive per-frame detection, so the cost (or gain) of tracking in accuracy is visible."""
-    from pipeline.demo import load_groundtruth
+    from kfusion.pipeline.demo import load_groundtruth
     gt = load_groundtruth(REPO / "data/demo")
     err = {"stage": [], "naive_per_frame": []}
     for path, c, nv in zip(clips, stage_clips, naive):

@@ -32,8 +32,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from kfusion.config import load  # noqa: E402
-from pipeline.ffmpeg import ffmpeg_binary  # noqa: E402
-from pipeline.media import decode_audio  # noqa: E402
+from kfusion.pipeline.media.ffmpeg import ffmpeg_binary  # noqa: E402
+from kfusion.pipeline.media.container import decode_audio  # noqa: E402
 
 CLIPS = ROOT.parent / "shared" / "realclips"
 SPEECH = ["mead/M030/audio/sad/level_3/001.m4a", "mead/M030/audio/neutral/level_1/001.m4a",
@@ -45,8 +45,8 @@ def checkpoint(tmp: Path, params: str) -> tuple[Path, str]:
     best = ROOT / "models" / "best.pt"
     if best.is_file():
         return best, str(best)
-    from pipeline.dataset import write_synthetic_windows
-    from pipeline.training import train
+    from kfusion.pipeline.training.dataset import write_synthetic_windows
+    from kfusion.pipeline.training.loop import train
     import dataclasses
     cfg = load(params)
     cfg = dataclasses.replace(cfg, device="cpu", train=dataclasses.replace(
@@ -79,7 +79,7 @@ def main() -> int:
         print(f"bench/predict: {CLIPS} absent (the shared real clips)", file=sys.stderr)
         return 2
     torch.set_num_threads(args.threads)
-    from pipeline.predict import Predictor
+    from kfusion.pipeline.predict.predictor import Predictor
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-predict-"))
     ckpt, ckpt_note = checkpoint(tmp, args.params)
@@ -104,8 +104,8 @@ def main() -> int:
             runs.append(r.timings_s)
         med = {step: statistics.median(run[step] for run in runs) for step in runs[0]}
         # naive: the same windows, one per model call (features computed once more, untimed)
-        from kfusion.config import EMOTIONS
-        from pipeline.predict import clip_features, window_starts_for
+        from kfusion.shapes import EMOTIONS
+        from kfusion.pipeline.predict.predictor import clip_features, window_starts_for
         x = decode_audio(audio)
         mel, w2v = clip_features(x, pred.cfg, pred.encoder(), torch.device("cpu"))
         T = len(r.landmarks_crop)

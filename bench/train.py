@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from kfusion.config import load  # noqa: E402
-from pipeline.dataset import WindowDataset, model_inputs, write_synthetic_windows  # noqa: E402
+from kfusion.pipeline.training.dataset import WindowDataset, model_inputs, write_synthetic_windows  # noqa: E402
 
 
 def main() -> int:
@@ -36,8 +36,8 @@ def main() -> int:
     cfg = load(args.params)
     args.threads = args.threads or cfg.train.threads or torch.get_num_threads()
     torch.set_num_threads(args.threads)
-    from model.build import build_model
-    from model.loss import landmark_loss
+    from kfusion.model.build import build_model
+    from kfusion.model.loss import landmark_loss
 
     src = ROOT / cfg.windows.out / "train"
     if not (src / "windows.parquet").exists():

@@ -1,7 +1,9 @@
 """kfusion: audio-driven facial landmark generation (KFusion of Dual-Domain) as a DVC pipeline.
 
-Packages: `kfusion` (config, CLI), `pipeline` (data: media I/O, landmarks, features,
-shards, windows), `model` (one module per paper block), `stages` (one thin CLI per DVC stage).
+One installed namespace. Its folders in the repository (docs/layout.md):
+`kfusion/` (config, CLI) is `kfusion`; `model/` (one module per paper block) is
+`kfusion.model`; `pipeline/` (media, data preparation, demo, training, prediction) is
+`kfusion.pipeline`; `stages/` (one thin CLI per DVC stage) is `kfusion.stages`.
 """
 from importlib.metadata import PackageNotFoundError, version as _version
 

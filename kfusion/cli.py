@@ -54,7 +54,7 @@ def format_report(m: dict, source: str = "metrics") -> str:
 def _cmd_stage(args: argparse.Namespace) -> int:
     """Run one pipeline stage outside DVC (same code `dvc repro` runs)."""
     try:
-        mod = importlib.import_module(f"stages.{args.stage}")
+        mod = importlib.import_module(f"kfusion.stages.{args.stage}")
     except ModuleNotFoundError:
         print(f"error: stage {args.stage!r} is not implemented in this version", file=sys.stderr)
         return 2
@@ -63,7 +63,7 @@ def _cmd_stage(args: argparse.Namespace) -> int:
 
 def _cmd_predict(args: argparse.Namespace) -> int:
     try:
-        from pipeline.predict_cli import run as run_predict
+        from kfusion.pipeline.predict.cli import run as run_predict
     except ModuleNotFoundError:
         print("error: predict is not implemented in this version", file=sys.stderr)
         return 2

@@ -19,10 +19,7 @@ from typing import Any, Literal
 
 import yaml
 
-EMOTIONS: tuple[str, ...] = (
-    "neutral", "angry", "contempt", "disgusted", "fear", "happy", "sad", "surprised",
-)  # MEAD's eight, in MEAD's folder spelling; index i is the emotion id everywhere.
-MOUTH_INDICES: tuple[int, ...] = tuple(range(48, 68))  # iBUG-68 points 48-67
+from kfusion.shapes import EMOTIONS  # noqa: E402  (validation of emotion names)
 
 
 class ConfigError(ValueError):
@@ -429,7 +426,7 @@ def to_dict(cfg: Any) -> dict:
 
 def dump(cfg: Any, path: str | Path) -> None:
     """Write the config a stage ran with beside its outputs (atomically)."""
-    from pipeline.io import atomic_write_text
+    from kfusion.pipeline.io import atomic_write_text
     atomic_write_text(Path(path), yaml.safe_dump(to_dict(cfg), sort_keys=False))
 
 

@@ -12,11 +12,13 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from kfusion.config import EMOTIONS, MOUTH_INDICES, Config, ModelConfig
-from model.content_domain import ContentDomain
-from model.global_domain import W2V_OFFSET_S, GlobalDomain
-from model.kfusion import ConcatLinear, KFusion
-from model.loss import from_unit, to_unit
+from kfusion.config import Config, ModelConfig
+from kfusion.device import resolve_device
+from kfusion.shapes import EMOTIONS, MOUTH_INDICES
+from kfusion.model.content_domain import ContentDomain
+from kfusion.model.global_domain import W2V_OFFSET_S, GlobalDomain
+from kfusion.model.kfusion import ConcatLinear, KFusion
+from kfusion.model.loss import from_unit, to_unit
 
 N_POINTS = 68
 W2V_DIM = 768
@@ -33,16 +35,6 @@ def window_shapes(cfg: Config) -> dict[str, int | float]:
         "n_mels": cfg.features.n_mels,
         "mel_rate_hz": cfg.audio.sample_rate_hz / cfg.features.hop_length,
     }
-
-
-def resolve_device(name: str) -> torch.device:
-    """cfg.device: auto (CUDA when present) | cpu | cuda (an error when absent)."""
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device: cuda was asked for but torch sees no CUDA device; "
-                           "set device: auto or cpu")
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(name)
 
 
 class KFusionModel(nn.Module):

@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from model.global_domain import W2V_HOP_S, W2V_OFFSET_S, AudioEncoder, IdentityDecoder
+from kfusion.model.global_domain import W2V_HOP_S, W2V_OFFSET_S, AudioEncoder, IdentityDecoder
 
 
 class ContentDomain(nn.Module):

@@ -27,7 +27,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from model.kan import KAN, MLP, matched_mlp_widths
+from kfusion.model.kan import KAN, MLP, matched_mlp_widths
 
 
 class Bottleneck(nn.Sequential):

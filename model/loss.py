@@ -10,7 +10,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from kfusion.config import MOUTH_INDICES, ModelConfig
+from kfusion.config import ModelConfig
+from kfusion.shapes import MOUTH_INDICES
 
 
 def to_unit(px: torch.Tensor, mcfg: ModelConfig) -> torch.Tensor:

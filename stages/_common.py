@@ -11,13 +11,13 @@ import sys
 from typing import Callable
 
 from kfusion.config import Config, ConfigError, load
-from pipeline.io import StageError
+from kfusion.pipeline.io import StageError
 
 
 def run_stage(name: str, body: Callable[[Config, argparse.Namespace], object],
               add_args: Callable[[argparse.ArgumentParser], None] | None = None,
               argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog=f"python -m stages.{name}",
+    parser = argparse.ArgumentParser(prog=f"python -m kfusion.stages.{name}",
                                      description=(body.__doc__ or "").strip().splitlines()[0]
                                      if body.__doc__ else None)
     parser.add_argument("--params", default="params.yaml", help="params file (default: %(default)s)")

@@ -9,9 +9,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from kfusion.config import Config, dump
-from pipeline.audio import process_shard
-from pipeline.io import StageRun, progress
-from pipeline.shards import clean_stale, plan_shards, shard_path
+from kfusion.pipeline.data.audio import process_shard
+from kfusion.pipeline.io import StageRun, progress
+from kfusion.pipeline.data.shards import clean_stale, plan_shards, shard_path
 
 
 def _run(cfg: Config, args: argparse.Namespace) -> None:
@@ -47,7 +47,7 @@ def _run(cfg: Config, args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from stages._common import run_stage
+    from kfusion.stages._common import run_stage
     return run_stage("audio", _run, argv=argv)
 
 

@@ -8,11 +8,11 @@ import cv2
 import numpy as np
 
 from kfusion.config import Config, dump
-from pipeline.demo import faces, generate, sync
-from pipeline.demo.groundtruth import contact_sheet, decode_frames, write_groundtruth
-from pipeline.demo.visemes import inner_gap
-from pipeline.ffmpeg import ffmpeg_binary
-from pipeline.io import StageRun, atomic_path, fresh_dir, progress
+from kfusion.pipeline.demo import faces, generate, sync
+from kfusion.pipeline.demo.groundtruth import contact_sheet, decode_frames, write_groundtruth
+from kfusion.pipeline.demo.visemes import inner_gap
+from kfusion.pipeline.media.ffmpeg import ffmpeg_binary
+from kfusion.pipeline.io import StageRun, atomic_path, fresh_dir, progress
 
 METRICS = Path("metrics/demo.json")
 SHEET = Path("plots/demo/contact_sheet.png")
@@ -126,7 +126,7 @@ def _run(cfg: Config, args) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from stages._common import run_stage
+    from kfusion.stages._common import run_stage
     return run_stage("demo", _run, argv=argv)
 
 

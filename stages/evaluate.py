@@ -10,12 +10,12 @@ import sys
 from pathlib import Path
 
 from kfusion.config import Config, dump
-from stages._common import run_stage
+from kfusion.stages._common import run_stage
 
 
 def _run(cfg: Config, args: argparse.Namespace) -> None:
     """Evaluate the trained checkpoint (see docs/training.md)."""
-    from pipeline.evaluation import evaluate
+    from kfusion.pipeline.training.evaluation import evaluate
     ckpt = Path(args.checkpoint or Path(cfg.train.out) / f"{cfg.evaluate.checkpoint}.pt")
     out = Path(cfg.evaluate.out) / "evaluate.json"
     r = evaluate(cfg, Path(cfg.windows.out), ckpt, out_json=out, plots_dir=Path(cfg.evaluate.plots))

@@ -9,10 +9,10 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from kfusion.config import Config, dump
-from pipeline.features import (default_threads, feature_shard_path, fingerprint, load_wav2vec2,
+from kfusion.pipeline.data.features import (default_threads, feature_shard_path, fingerprint, load_wav2vec2,
                                process_shard)
-from pipeline.io import StageError, StageRun, progress, write_json
-from pipeline.shards import SHARD_GLOB, plan_shards, shard_meta
+from kfusion.pipeline.io import StageError, StageRun, progress, write_json
+from kfusion.pipeline.data.shards import SHARD_GLOB, plan_shards, shard_meta
 
 
 def _device(cfg: Config) -> str:
@@ -108,7 +108,7 @@ def _run(cfg: Config, args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from stages._common import run_stage
+    from kfusion.stages._common import run_stage
     return run_stage("features", _run, argv=argv)
 
 

@@ -9,9 +9,9 @@ from collections import Counter
 from pathlib import Path
 
 from kfusion.config import Config, dump
-from pipeline.index import assign_split, check, manifest_table, scan
-from pipeline.io import StageRun, progress, write_parquet
-from stages._common import run_stage
+from kfusion.pipeline.data.index import assign_split, check, manifest_table, scan
+from kfusion.pipeline.io import StageRun, progress, write_parquet
+from kfusion.stages._common import run_stage
 
 
 def _run(cfg: Config, args: argparse.Namespace) -> None:

@@ -1,7 +1,7 @@
 """DVC stage `landmarks`: every indexed clip -> 30 fps landmarks in 256 crop px, into shards.
 
 Reads data/index/manifest.parquet; writes data/landmarks/shard-*.parquet (one row per clip,
-schema in pipeline.landmarks.shard_schema), rejects.parquet, config.yaml,
+schema in kfusion.pipeline.data.landmarks.shard_schema), rejects.parquet, config.yaml,
 metrics/landmarks.json and plots/landmarks/contact_sheet.png.
 
 Resumable: data/landmarks is `persist: true` in dvc.yaml, and a shard written for the same
@@ -20,15 +20,16 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from kfusion.config import EMOTIONS, Config, LandmarksConfig, dump, to_dict
-from pipeline.draw import grid
-from pipeline.io import StageError, StageRun, atomic_path, progress
-from pipeline.landmarks import (CNN_DETECTOR_FILE, PREDICTOR_FILE, LandmarkError, NoFace,
+from kfusion.config import Config, LandmarksConfig, dump, to_dict
+from kfusion.shapes import EMOTIONS
+from kfusion.pipeline.media.draw import grid
+from kfusion.pipeline.io import StageError, StageRun, atomic_path, progress
+from kfusion.pipeline.data.landmarks import (CNN_DETECTOR_FILE, PREDICTOR_FILE, LandmarkError, NoFace,
                                 dlib_model_path, fan_weights_path, make_backend, process_clip,
                                 read_clip, rows_to_table, still_point_jitter)
-from pipeline.media import MediaError
-from pipeline.shards import clean_stale, iter_rows, plan_shards, shard_done, shard_meta, shard_path
-from stages._common import run_stage
+from kfusion.pipeline.media.container import MediaError
+from kfusion.pipeline.data.shards import clean_stale, iter_rows, plan_shards, shard_done, shard_meta, shard_path
+from kfusion.stages._common import run_stage
 
 STAGE = "landmarks"
 SCHEMA_VERSION = 1
@@ -85,7 +86,7 @@ def _run(cfg: Config, args) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     dump(cfg, out / "config.yaml")
     run = StageRun(STAGE)
-    from pipeline.ffmpeg import ffmpeg_binary
+    from kfusion.pipeline.media.ffmpeg import ffmpeg_binary
     ffmpeg = ffmpeg_binary(cfg.preprocess.ffmpeg)
     _check_backend(lcfg)
 
@@ -185,11 +186,11 @@ def _groundtruth_error(cfg: Config, out: Path, by_id: dict) -> dict | None:
     if not keyed:
         return None
     try:
-        from pipeline.demo import load_groundtruth
+        from kfusion.pipeline.demo import load_groundtruth
         gt = load_groundtruth(cfg.demo.out)
     except Exception as e:   # no ground truth written: say so in the metrics, do not fail
         return {"error": f"{type(e).__name__}: {e}"}
-    from pipeline.landmarks import to_crop_px
+    from kfusion.pipeline.data.landmarks import to_crop_px
     per_emotion: dict[str, list[float]] = {}
     errs, face_frames, total = [], 0, 0
     cols = ["clip_id", "n_frames", "landmarks_px", "confidence", "face_found", "crop_box"]

@@ -2,7 +2,7 @@
 
 Writes models/best.pt, models/last.pt (each with config, encoder, data fingerprint, history and
 the emotion head), models/train.json, models/config.yaml, and DVCLive logs in dvclive/train.
-Runs as one process, or under `torchrun --nproc_per_node N -m stages.train` (DDP).
+Runs as one process, or under `torchrun --nproc_per_node N -m kfusion.stages.train` (DDP).
 """
 from __future__ import annotations
 
@@ -11,14 +11,14 @@ import sys
 from pathlib import Path
 
 from kfusion.config import Config, dump
-from stages._common import run_stage
+from kfusion.stages._common import run_stage
 
 LIVE_DIR = Path("dvclive/train")
 
 
 def _run(cfg: Config, args: argparse.Namespace) -> None:
     """Train the model (the paper's recipe; see docs/training.md)."""
-    from pipeline.training import train, write_summary
+    from kfusion.pipeline.training.loop import train, write_summary
     out = Path(cfg.train.out)
     result = train(cfg, Path(cfg.windows.out), out, live_dir=LIVE_DIR)
     if result is None:  # a non-zero rank under torchrun

@@ -23,10 +23,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from kfusion.config import EMOTIONS, Config, dump
-from pipeline.features import W2V_DIM, read_meta, read_shard
-from pipeline.io import StageRun, atomic_path, fresh_dir, progress, write_json, write_parquet
-from pipeline.windows import (N_POINTS, SPLITS, WINDOWS_SCHEMA, audio_starts, gt_in_crop,
+from kfusion.config import Config, dump
+from kfusion.shapes import EMOTIONS
+from kfusion.pipeline.data.features import W2V_DIM, read_meta, read_shard
+from kfusion.pipeline.io import StageRun, atomic_path, fresh_dir, progress, write_json, write_parquet
+from kfusion.pipeline.data.windows import (N_POINTS, SPLITS, WINDOWS_SCHEMA, audio_starts, gt_in_crop,
                               landmark_rows, reference_frame, spans, valid_starts, window_split)
 
 ARRAYS = ("landmarks", "identity", "mel", "w2v", "emotion", "gt_landmarks")
@@ -135,7 +136,7 @@ def _load_gt(cfg: Config, manifest: dict[str, dict], clip_ids: set[str]) -> dict
     keyed = {m["gt_key"]: cid for cid, m in manifest.items() if m["gt_key"] and cid in clip_ids}
     if not keyed:
         return {}
-    from pipeline.demo import load_groundtruth
+    from kfusion.pipeline.demo import load_groundtruth
     gt = load_groundtruth(cfg.demo.out)
     out = {}
     for (spk, emo, level, clip), row in gt.items():
@@ -267,7 +268,7 @@ def _meta(cfg: Config, encoder: dict, rows: list[dict], n: int, n_mels: int,
 
 
 def main(argv: list[str] | None = None) -> int:
-    from stages._common import run_stage
+    from kfusion.stages._common import run_stage
     return run_stage("windows", _run, argv=argv)
 
 

@@ -16,11 +16,11 @@ from typing import Any
 
 import numpy as np
 
-from kfusion.config import EMOTIONS
-from pipeline.demo import render, tts, visemes
-from pipeline.demo.faces import Speaker, interocular
-from pipeline.demo.groundtruth import crop_box, to_crop
-from pipeline.demo.sentences import HARVARD
+from kfusion.shapes import EMOTIONS
+from kfusion.pipeline.demo import render, tts, visemes
+from kfusion.pipeline.demo.faces import Speaker, interocular
+from kfusion.pipeline.demo.groundtruth import crop_box, to_crop
+from kfusion.pipeline.demo.sentences import HARVARD
 
 
 @dataclass(frozen=True)
@@ -183,7 +183,7 @@ def decode_check(video: Path, audio: Path, ffmpeg: str, fps: int, rate_hz: int,
                  n_frames: int) -> dict[str, Any]:
     """Decode both files with ffmpeg: codecs, rates, frame count, durations, and the m4a's
     per-frame energy (dB) for the sync figures."""
-    from pipeline.media import parse_header
+    from kfusion.pipeline.media.container import parse_header
     r = subprocess.run([ffmpeg, "-hide_banner", "-nostdin", "-i", str(video), "-map", "0:v",
                         "-f", "null", "-"], capture_output=True)
     err = r.stderr.decode(errors="replace").replace("\r", "\n")
@@ -211,8 +211,8 @@ def run_clips(demo, specs: list[ClipSpec], speakers: list[Speaker], corpus_dir: 
     """Yield each clip's result (in plan order), each clip in a fresh process."""
     jobs = [(demo, s, speakers[s.speaker_index], str(corpus_dir), ffmpeg) for s in specs]
     ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload(["numpy", "cv2", "scipy.spatial", "pipeline.demo.render",
-                                "pipeline.demo.visemes", "pipeline.media"])
+    ctx.set_forkserver_preload(["numpy", "cv2", "scipy.spatial", "kfusion.pipeline.demo.render",
+                                "kfusion.pipeline.demo.visemes", "kfusion.pipeline.media.container"])
     with ctx.Pool(workers, maxtasksperchild=1) as pool:
         it = pool.imap(clip_job, jobs, chunksize=1)
         yield from (progress(it, total=len(jobs)) if progress else it)

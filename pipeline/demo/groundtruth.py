@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from pipeline.shards import plan_shards, read_table, shard_path, write_shard
+from kfusion.pipeline.data.shards import plan_shards, read_table, shard_path, write_shard
 
 CROP_PX = 256
 SCHEMA = pa.schema([
@@ -92,7 +92,7 @@ def contact_sheet(tiles: list[tuple[str, str, np.ndarray, np.ndarray]], strip: l
     one clip (mouth opening and closing). tiles: (speaker, emotion, frame, (68, 2) video px)."""
     import cv2
 
-    from pipeline.draw import draw_landmarks
+    from kfusion.pipeline.media.draw import draw_landmarks
     speakers = sorted({t[0] for t in tiles})
     emotions = list(dict.fromkeys(t[1] for t in tiles))
     label_w, head_h, pad = 44, 20, 2

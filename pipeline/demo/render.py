@@ -17,8 +17,8 @@ import cv2
 import numpy as np
 from scipy.spatial import Delaunay
 
-from pipeline.io import atomic_path
-from pipeline.mp4 import write_mp4
+from kfusion.pipeline.io import atomic_path
+from kfusion.pipeline.media.mp4 import write_mp4
 
 _SUB = 16  # cv2 drawing with shift=4: 1/16 px precision
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.demo.tts import Prosody
+from kfusion.pipeline.demo.tts import Prosody
 
 PARAMS = ("open", "width", "round", "close", "teeth")
 

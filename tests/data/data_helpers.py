@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.ffmpeg import ffmpeg_binary
+from kfusion.pipeline.media.ffmpeg import ffmpeg_binary
 
 REPO = Path(__file__).resolve().parents[2]
 SHARED = REPO.parent / "shared"

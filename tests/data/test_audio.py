@@ -7,11 +7,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from kfusion.config import AudioConfig
-from pipeline.audio import check_audio
-from pipeline.index import MANIFEST_SCHEMA
-from pipeline.media import probe
-from pipeline.shards import read_table
-from stages import audio as audio_stage
+from kfusion.pipeline.data.audio import check_audio
+from kfusion.pipeline.data.index import MANIFEST_SCHEMA
+from kfusion.pipeline.media.container import probe
+from kfusion.pipeline.data.shards import read_table
+from kfusion.stages import audio as audio_stage
 from data_helpers import realclips, write_params
 
 

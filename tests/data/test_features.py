@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from kfusion.config import FeaturesConfig
-from pipeline.audio import AUDIO_SCHEMA
-from pipeline.features import (load_wav2vec2, log_mel, mel_transform, n_w2v_frames, plan_batches,
+from kfusion.pipeline.data.audio import AUDIO_SCHEMA
+from kfusion.pipeline.data.features import (load_wav2vec2, log_mel, mel_transform, n_w2v_frames, plan_batches,
                                read_meta, read_shard, wav2vec2_features)
-from pipeline.shards import write_shard
-from stages import features as features_stage
+from kfusion.pipeline.data.shards import write_shard
+from kfusion.stages import features as features_stage
 from data_helpers import write_params
 
 

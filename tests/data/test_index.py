@@ -8,8 +8,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from kfusion.config import SplitConfig
-from pipeline.index import assign_split, read_grid_alignment
-from stages import index as index_stage
+from kfusion.pipeline.data.index import assign_split, read_grid_alignment
+from kfusion.stages import index as index_stage
 from data_helpers import ffmpeg, realclips, small_grid, write_params
 
 pytestmark = pytest.mark.realdata

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.media import MediaError, decode_audio, probe
+from kfusion.pipeline.media.container import MediaError, decode_audio, probe
 from data_helpers import realclips
 
 

@@ -7,10 +7,10 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.features import read_shard
-from pipeline.landmarks import read_clip
-from pipeline.shards import iter_rows
-from pipeline.windows import (audio_starts, gt_in_crop, open_split, spans, valid_starts,
+from kfusion.pipeline.data.features import read_shard
+from kfusion.pipeline.data.landmarks import read_clip
+from kfusion.pipeline.data.shards import iter_rows
+from kfusion.pipeline.data.windows import (audio_starts, gt_in_crop, open_split, spans, valid_starts,
                               window_split)
 from data_helpers import small_grid, write_params
 from test_features import tiny_wav2vec2_dir
@@ -56,7 +56,7 @@ def test_window_split_fractions():
 @pytest.mark.realdata
 @pytest.mark.parametrize("identity,by", [("clip", "clip"), ("window_first", "window")])
 def test_stage_end_to_end_on_grid(tmp_path, monkeypatch, identity, by):
-    from stages import audio, features, index, landmarks, windows
+    from kfusion.stages import audio, features, index, landmarks, windows
     root = small_grid(tmp_path / "grid", n=2)
     monkeypatch.chdir(tmp_path)
     w2v = tiny_wav2vec2_dir(tmp_path / "w2v")

@@ -14,8 +14,8 @@ TINY = {"speakers": 2, "emotions": ["neutral", "surprised"], "levels": [3], "cli
 
 
 def generate_tiny(root: Path, **overrides) -> Path:
-    """Run `python -m stages.demo` in-process with a tiny params file; return its folder."""
-    from stages.demo import main
+    """Run `python -m kfusion.stages.demo` in-process with a tiny params file; return its folder."""
+    from kfusion.stages.demo import main
     params = default_dict()
     params["demo"].update({**TINY, **overrides, "out": str(root / "demo")})
     root.mkdir(parents=True, exist_ok=True)

@@ -8,11 +8,11 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from kfusion.config import EMOTIONS
-from pipeline.demo import load_groundtruth, sync
-from pipeline.demo.groundtruth import SCHEMA
-from pipeline.demo.visemes import BILABIALS, inner_gap, normalise
-from pipeline.media import decode_audio, probe
+from kfusion.shapes import EMOTIONS
+from kfusion.pipeline.demo import load_groundtruth, sync
+from kfusion.pipeline.demo.groundtruth import SCHEMA
+from kfusion.pipeline.demo.visemes import BILABIALS, inner_gap, normalise
+from kfusion.pipeline.media.container import decode_audio, probe
 
 pytestmark = pytest.mark.slow   # builds a corpus (about 10 s) once per session
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.demo import render, sync, visemes
-from pipeline.demo.groundtruth import crop_box, to_crop
+from kfusion.pipeline.demo import render, sync, visemes
+from kfusion.pipeline.demo.groundtruth import crop_box, to_crop
 
 
 def test_normalise_strips_stress_and_variants():

@@ -24,7 +24,7 @@ from typing import Callable
 
 import numpy as np
 
-from pipeline.ffmpeg import ffmpeg_binary
+from kfusion.pipeline.media.ffmpeg import ffmpeg_binary
 
 REPO = Path(__file__).resolve().parents[2]
 SHARED = REPO.parent / "shared"

@@ -16,8 +16,8 @@ import pytest
 import yaml
 
 from kfusion.config import default_dict
-from pipeline.landmarks import read_clip
-from pipeline.shards import iter_rows, read_table
+from kfusion.pipeline.data.landmarks import read_clip
+from kfusion.pipeline.data.shards import iter_rows, read_table
 from fault_corpus import REAL, REPO, SPK, all_cases, build_corpus, make_base
 
 pytestmark = pytest.mark.slow   # one shared ~20 s run of four stages on 32 clips
@@ -69,13 +69,13 @@ def run(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(tmp)   # metrics/ and plots/ land here
         for stage in STAGES:
-            mod = __import__(f"stages.{stage}", fromlist=["main"])
+            mod = __import__(f"kfusion.stages.{stage}", fromlist=["main"])
             res[f"rc_{stage}"] = mod.main(["--params", str(p)])
     d = tmp / "data"
     res["manifest"] = {r["clip_id"]: r for r in pq.read_table(d / "index/manifest.parquet").to_pylist()}
     res["audio"] = {r["clip_id"]: r for r in read_table(d / "audio").to_pylist()}
     res["landmarks"] = {r["clip_id"]: read_clip(r) for r in iter_rows(d / "landmarks")}
-    from pipeline.features import iter_features
+    from kfusion.pipeline.data.features import iter_features
     res["features"] = {r["clip_id"]: r for r in iter_features(d / "features")}
     res["rejects"] = {s: {r["clip_id"]: r for r in pq.read_table(d / s / "rejects.parquet").to_pylist()}
                       for s in STAGES}
@@ -191,7 +191,7 @@ def test_cremad_flv_and_wav_are_processed(run):
 
 # ----------------------------------------------------------------------------- limits and params
 def _stage(name, params_path, cwd):
-    return subprocess.run([sys.executable, "-m", f"stages.{name}", "--params", str(params_path)],
+    return subprocess.run([sys.executable, "-m", f"kfusion.stages.{name}", "--params", str(params_path)],
                           cwd=cwd, capture_output=True, text=True, timeout=300,
                           env={**__import__("os").environ, "PYTHONPATH": str(REPO)})
 

@@ -20,10 +20,10 @@ import pytest
 import yaml
 
 from kfusion.config import default_dict
-from pipeline.audio import AUDIO_SCHEMA
-from pipeline.index import MANIFEST_SCHEMA
-from pipeline.media import decode_audio
-from pipeline.shards import shard_meta, write_shard
+from kfusion.pipeline.data.audio import AUDIO_SCHEMA
+from kfusion.pipeline.data.index import MANIFEST_SCHEMA
+from kfusion.pipeline.media.container import decode_audio
+from kfusion.pipeline.data.shards import shard_meta, write_shard
 from fault_corpus import REAL, REPO, X264, ff
 
 pytestmark = pytest.mark.slow
@@ -45,7 +45,7 @@ def _clips(dst: Path) -> list[Path]:
 
 
 def _stage_cmd(stage: str, params: Path) -> list[str]:
-    return [sys.executable, "-m", f"stages.{stage}", "--params", str(params)]
+    return [sys.executable, "-m", f"kfusion.stages.{stage}", "--params", str(params)]
 
 
 def _env() -> dict:
@@ -171,7 +171,7 @@ def test_features_sigkill_then_rerun_equals_uninterrupted(tmp_path):
     m = json.loads((killed / "metrics/features.json").read_text())
     assert m["shards_resumed"] == len(present) and m["processed"] == N_CLIPS and m["fallback"]
     assert not list(out.glob(".shard-*"))
-    from pipeline.features import iter_features
+    from kfusion.pipeline.data.features import iter_features
     a = {r["clip_id"]: r for r in iter_features(straight / "data/features")}
     b = {r["clip_id"]: r for r in iter_features(out)}
     assert sorted(a) == sorted(b) == sorted(p.stem for p in clips)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.io import StageError, StageRun, atomic_path, atomic_write_text
+from kfusion.pipeline.io import StageError, StageRun, atomic_path, atomic_write_text
 
 
 def test_failed_write_leaves_nothing(tmp_path: Path) -> None:

@@ -2,9 +2,9 @@
 import numpy as np
 import pytest
 
-from pipeline.landmarks import (bridge_gaps, iou, landmark_box, plan_crops, smooth,
+from kfusion.pipeline.data.landmarks import (bridge_gaps, iou, landmark_box, plan_crops, smooth,
                                 still_point_jitter, to_crop_px, to_video_px)
-from pipeline.video import crop_square, downscale
+from kfusion.pipeline.media.video import crop_square, downscale
 
 
 def _square_face(cx, cy, size):

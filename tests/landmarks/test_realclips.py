@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from kfusion.config import LandmarksConfig
-from pipeline.ffmpeg import ffmpeg_binary
-from pipeline.landmarks import DlibBackend, LandmarkError, fan_weights_path, process_clip, read_clip
-from pipeline.media import MediaError, probe
-from pipeline.video import iter_frames
+from kfusion.pipeline.media.ffmpeg import ffmpeg_binary
+from kfusion.pipeline.data.landmarks import DlibBackend, LandmarkError, fan_weights_path, process_clip, read_clip
+from kfusion.pipeline.media.container import MediaError, probe
+from kfusion.pipeline.media.video import iter_frames
 
 REPO = Path(__file__).resolve().parents[2]
 REAL = REPO.parent / "shared" / "realclips"

@@ -10,8 +10,8 @@ import pytest
 import yaml
 
 from kfusion.config import default_dict
-from pipeline.landmarks import read_clip
-from pipeline.shards import iter_rows, shard_meta
+from kfusion.pipeline.data.landmarks import read_clip
+from kfusion.pipeline.data.shards import iter_rows, shard_meta
 
 REPO = Path(__file__).resolve().parents[2]
 REAL = REPO.parent / "shared" / "realclips"
@@ -36,7 +36,7 @@ def _params(dirpath: Path, **landmarks) -> None:
 def test_stage_writes_shards_rejects_metrics_plot_and_resumes(tmp_path, monkeypatch):
     if not REAL.is_dir():
         pytest.skip(f"{REAL} is absent (real test clips; see the README there)")
-    from stages.landmarks import main
+    from kfusion.stages.landmarks import main
     videos = [REAL / "other/bbaf2n.mpg", REAL / "other/lbax4n.mpg",
               REAL / "mead/M030/audio/sad/level_3/001.m4a"]      # the m4a has no video: a reject
     _manifest(tmp_path, videos)
@@ -80,7 +80,7 @@ def test_stage_writes_shards_rejects_metrics_plot_and_resumes(tmp_path, monkeypa
 def test_stage_with_every_clip_rejected_still_writes_outputs(tmp_path, monkeypatch):
     if not REAL.is_dir():
         pytest.skip(f"{REAL} is absent (real test clips; see the README there)")
-    from stages.landmarks import main
+    from kfusion.stages.landmarks import main
     _manifest(tmp_path, [REAL / "mead/M030/audio/sad/level_3/001.m4a"])
     _params(tmp_path)
     monkeypatch.chdir(tmp_path)
@@ -92,7 +92,7 @@ def test_stage_with_every_clip_rejected_still_writes_outputs(tmp_path, monkeypat
 
 
 def test_fan_backend_loads_real_weights_when_present():
-    from pipeline.landmarks import FanBackend, LandmarkError, fan_weights_path
+    from kfusion.pipeline.data.landmarks import FanBackend, LandmarkError, fan_weights_path
     try:
         fan_weights_path("")
     except LandmarkError as e:
@@ -100,13 +100,13 @@ def test_fan_backend_loads_real_weights_when_present():
     if not REAL.is_dir():
         pytest.skip(f"{REAL} is absent")
     from kfusion.config import LandmarksConfig
-    from pipeline.landmarks import process_clip
+    from kfusion.pipeline.data.landmarks import process_clip
     r = process_clip("fan", str(REAL / "other/bbaf2n.mpg"), FanBackend(), LandmarksConfig())
     assert read_clip(r.row)["face_found"].mean() > 0.95
 
 
 def test_stage_with_fan_and_no_weights_fails_with_one_actionable_line(tmp_path, monkeypatch, capsys):
-    from stages.landmarks import main
+    from kfusion.stages.landmarks import main
     _manifest(tmp_path, [Path("/nonexistent.mp4")])
     _params(tmp_path, backend="fan", fan_weights_dir=str(tmp_path / "fan"))
     monkeypatch.chdir(tmp_path)
@@ -126,14 +126,14 @@ def test_fan_loading_code_runs_on_a_locally_written_checkpoint(tmp_path, monkeyp
         pytest.skip(f"{REAL} is absent")
     import torch
     from face_alignment.models import FAN
-    from pipeline.landmarks import FAN_FILE, FanBackend
+    from kfusion.pipeline.data.landmarks import FAN_FILE, FanBackend
     torch.manual_seed(0)
     (tmp_path / "checkpoints").mkdir()
     torch.save(FAN(4).state_dict(), tmp_path / "checkpoints" / FAN_FILE)
     before = torch.hub.get_dir()
     fan = FanBackend(str(tmp_path))
     assert torch.hub.get_dir() == before           # the hub folder is restored
-    from pipeline.video import iter_frames
+    from kfusion.pipeline.media.video import iter_frames
     gray = next(iter_frames(REAL / "other/bbaf2n.mpg"))
     (box, score), = fan.detect(gray)
     pts = fan.predict(gray, box)

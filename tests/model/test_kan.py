@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from model.kan import (KAN, MLP, KANLinear, kan_parameter_count, matched_mlp_widths,
+from kfusion.model.kan import (KAN, MLP, KANLinear, kan_parameter_count, matched_mlp_widths,
                        uniform_bspline_matrix)
 
 

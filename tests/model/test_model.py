@@ -8,9 +8,11 @@ import time
 import pytest
 import torch
 
-from kfusion.config import MOUTH_INDICES, Config, from_dict
-from model.build import build_model, parameter_counts, resolve_device, window_shapes
-from model.loss import from_unit, landmark_loss, to_unit
+from kfusion.config import Config, ConfigError, from_dict
+from kfusion.shapes import MOUTH_INDICES
+from kfusion.device import resolve_device
+from kfusion.model.build import build_model, parameter_counts, window_shapes
+from kfusion.model.loss import from_unit, landmark_loss, to_unit
 
 MOUTH = list(MOUTH_INDICES)
 NON_MOUTH = [i for i in range(68) if i not in MOUTH]
@@ -197,7 +199,7 @@ def test_device_from_config():
     assert resolve_device("cpu") == torch.device("cpu")
     if not torch.cuda.is_available():
         assert resolve_device("auto") == torch.device("cpu")
-        with pytest.raises(RuntimeError, match="no CUDA"):
+        with pytest.raises(ConfigError, match="no CUDA"):
             resolve_device("cuda")
 
 

@@ -8,12 +8,13 @@ import pytest
 import soundfile as sf
 import torch
 
-from kfusion.config import EMOTIONS, from_dict
-from pipeline.dataset import write_synthetic_windows
-from pipeline.media import decode_audio
-from pipeline.predict import (Predictor, PredictError, landmarks_csv, output_paths, predict,
+from kfusion.config import from_dict
+from kfusion.shapes import EMOTIONS
+from kfusion.pipeline.training.dataset import write_synthetic_windows
+from kfusion.pipeline.media.container import decode_audio
+from kfusion.pipeline.predict.predictor import (Predictor, PredictError, landmarks_csv, output_paths, predict,
                               write_csv)
-from pipeline.windows import audio_starts
+from kfusion.pipeline.data.windows import audio_starts
 
 REPO = Path(__file__).resolve().parents[2]
 AUDIO = REPO.parent / "shared/realclips/other/00001.mp4"
@@ -23,7 +24,7 @@ AUDIO = REPO.parent / "shared/realclips/other/00001.mp4"
 def predictor(tmp_path_factory) -> Predictor:
     if not AUDIO.is_file():
         pytest.skip(f"{AUDIO} absent (the shared real clips)")
-    from pipeline.training import train
+    from kfusion.pipeline.training.loop import train
     from test_predict_cli import tiny_params
     tmp = tmp_path_factory.mktemp("api")
     windows = write_synthetic_windows(tmp / "windows", n_train=32, n_val=8, n_test=8, n_mels=80)
@@ -51,7 +52,7 @@ def test_short_audio_is_one_window_called_by_hand(predictor: Predictor, face: Pa
     assert r.landmarks_crop.shape == (15, 68, 2) and r.n_windows == 1
     assert r.emotion == "fear" and r.emotion_probabilities is None and r.paths == {}
 
-    from pipeline.predict import clip_features
+    from kfusion.pipeline.predict.predictor import clip_features
     mel, w2v = clip_features(x, predictor.cfg, predictor.encoder(), torch.device("cpu"))
     batch = {"mel": torch.from_numpy(mel[None, :100]),
              "w2v": torch.from_numpy(w2v[None, :49].astype(np.float32)),
@@ -79,8 +80,8 @@ def test_stitched_windows_use_the_windows_stage_spans(predictor: Predictor, face
 
 @pytest.mark.slow
 def test_chunked_wav2vec2_stays_aligned(predictor: Predictor) -> None:
-    from pipeline.features import wav2vec2_features
-    from pipeline.predict import wav2vec2_chunked
+    from kfusion.pipeline.data.features import wav2vec2_features
+    from kfusion.pipeline.predict.predictor import wav2vec2_chunked
     x = decode_audio(AUDIO)                                   # 4.8 s
     whole = wav2vec2_features(predictor.encoder(), [x])[0].astype(np.float32)
     chunked = wav2vec2_chunked(predictor.encoder(), x, device="cpu", half=False,

@@ -14,10 +14,11 @@ import numpy as np
 import pytest
 import torch
 
-from kfusion.config import EMOTIONS, from_dict
-from pipeline.dataset import write_synthetic_windows
-from pipeline.ffmpeg import ffmpeg_binary
-from pipeline.media import decode_audio, probe
+from kfusion.config import from_dict
+from kfusion.shapes import EMOTIONS
+from kfusion.pipeline.training.dataset import write_synthetic_windows
+from kfusion.pipeline.media.ffmpeg import ffmpeg_binary
+from kfusion.pipeline.media.container import decode_audio, probe
 
 REPO = Path(__file__).resolve().parents[2]
 SHARED = REPO.parent / "shared"
@@ -40,8 +41,8 @@ def tiny_params(tmp: Path, **model) -> dict:
 
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory) -> Path:
-    """models/best.pt as the train stage writes it (pipeline.training.train), in seconds."""
-    from pipeline.training import train
+    """models/best.pt as the train stage writes it (kfusion.pipeline.training.loop.train), in seconds."""
+    from kfusion.pipeline.training.loop import train
     tmp = tmp_path_factory.mktemp("ckpt")
     windows = write_synthetic_windows(tmp / "windows", n_train=32, n_val=8, n_test=8, n_mels=80)
     result = train(from_dict(tiny_params(tmp), "tiny"), windows, tmp / "models")
@@ -202,7 +203,7 @@ def test_demo_corpus_pair(ckpt: Path, tmp_path: Path) -> None:
 
 
 def decode_frames(path: Path, max_frames: int | None = None) -> list[np.ndarray]:
-    from pipeline.video import iter_frames
+    from kfusion.pipeline.media.video import iter_frames
     return list(iter_frames(path, pix_fmt="rgb24", max_frames=max_frames))
 
 

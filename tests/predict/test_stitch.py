@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.stitch import Stitcher, taper, window_starts
+from kfusion.pipeline.predict.stitch import Stitcher, taper, window_starts
 
 
 def test_window_starts_cover_and_end_flush() -> None:

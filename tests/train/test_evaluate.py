@@ -9,9 +9,10 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from kfusion.config import MOUTH_INDICES, from_dict
-from pipeline.evaluation import evaluate, mean_offset
-from pipeline.training import train
+from kfusion.config import from_dict
+from kfusion.shapes import MOUTH_INDICES
+from kfusion.pipeline.training.evaluation import evaluate, mean_offset
+from kfusion.pipeline.training.loop import train
 
 
 def _np_ld(pred, ref, pts=None):

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from kfusion.config import MOUTH_INDICES
-from pipeline.metrics import (MetricTable, ReferenceAccumulator, landmark_distance,
+from kfusion.shapes import MOUTH_INDICES
+from kfusion.pipeline.training.metrics import (MetricTable, ReferenceAccumulator, landmark_distance,
                               landmark_velocity_difference, paper_metrics, reference_ld,
                               reference_lvd, reference_metrics, velocity)
 

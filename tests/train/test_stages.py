@@ -28,7 +28,7 @@ def _env() -> dict:
 def test_train_then_evaluate_stage_cli(windows: Path, tmp_path: Path):
     params = _params(tmp_path, epochs=2)
     for stage in ("train", "evaluate"):
-        r = subprocess.run([sys.executable, "-m", f"stages.{stage}", "--params", str(params)],
+        r = subprocess.run([sys.executable, "-m", f"kfusion.stages.{stage}", "--params", str(params)],
                            cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=300)
         assert r.returncode == 0, r.stderr
     assert f"[train] 2 epochs" in r.stderr or (tmp_path / "models" / "train.json").exists()
@@ -42,7 +42,7 @@ def test_train_then_evaluate_stage_cli(windows: Path, tmp_path: Path):
 
 def test_missing_windows_is_one_line_and_exit_2(tmp_path: Path):
     params = _params(tmp_path)
-    r = subprocess.run([sys.executable, "-m", "stages.train", "--params", str(params)],
+    r = subprocess.run([sys.executable, "-m", "kfusion.stages.train", "--params", str(params)],
                        cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=120)
     assert r.returncode == 2
     assert r.stderr.strip().startswith("error: train:") and "windows stage" in r.stderr
@@ -54,7 +54,7 @@ def test_torchrun_two_processes_gloo_loss_falls(windows: Path, tmp_path: Path):
     params = _params(tmp_path, epochs=4, lr=2e-3, emotion_classifier_epochs=0)
     torchrun = Path(sys.executable).parent / "torchrun"
     r = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node", "2", "-m",
-                        "stages.train", "--params", str(params)],
+                        "kfusion.stages.train", "--params", str(params)],
                        cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     ckpt_summary = json.loads((tmp_path / "models" / "train.json").read_text())
@@ -79,7 +79,7 @@ def test_sigkill_mid_run_then_rerun_matches_uninterrupted(windows: Path, tmp_pat
         p["train"].update(out=str(d / "models"), resume_dir=str(d / "resume"))
         (d / "params.yaml").write_text(yaml.safe_dump(p))
         run_dir[name] = d
-    cmd = [sys.executable, "-m", "stages.train", "--params", "params.yaml"]
+    cmd = [sys.executable, "-m", "kfusion.stages.train", "--params", "params.yaml"]
     assert subprocess.run(cmd, cwd=run_dir["straight"], env=_env(), timeout=300,
                           capture_output=True).returncode == 0
     d = run_dir["killed"]

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.dataset import WindowDataset, data_fingerprint
-from pipeline.training import NonFiniteLoss, _Interrupt, load_checkpoint, train
+from kfusion.pipeline.training.dataset import WindowDataset, data_fingerprint
+from kfusion.pipeline.training.loop import NonFiniteLoss, _Interrupt, load_checkpoint, train
 from torch.utils.data import DataLoader
 
 
@@ -82,8 +82,8 @@ def test_nan_in_data_stops_with_the_batch_clip_ids(tiny_cfg, windows: Path, tmp_
 
 
 def test_nan_loss_later_keeps_the_last_good_checkpoint(tiny_cfg, windows: Path, tmp_path):
-    from model.build import build_model
-    from model.loss import landmark_loss
+    from kfusion.model.build import build_model
+    from kfusion.model.loss import landmark_loss
     calls = {"n": 0}
 
     def loss_that_breaks(pred, target, w, mcfg, **kw):  # finite for epoch 1 (3 steps), then NaN

@@ -42,10 +42,11 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
 from kfusion.config import Config, to_dict
-from pipeline.dataset import (WindowDataset, data_fingerprint, encoder_info, model_inputs)
-from pipeline.emotion_classifier import fit_emotion_classifier, pooled_features
-from pipeline.io import StageError, atomic_path, progress, write_json
-from pipeline.metrics import MetricTable
+from kfusion.device import resolve_device
+from kfusion.pipeline.training.dataset import (WindowDataset, data_fingerprint, encoder_info, model_inputs)
+from kfusion.pipeline.training.emotion import fit_emotion_classifier, pooled_features
+from kfusion.pipeline.io import StageError, atomic_path, progress, write_json
+from kfusion.pipeline.training.metrics import MetricTable
 
 CHECKPOINT_VERSION = 1
 
@@ -77,15 +78,6 @@ class Dist:
     def barrier(self) -> None:
         if self.enabled:
             dist.barrier()
-
-
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    if name == "cuda" and not torch.cuda.is_available():
-        raise StageError("device: cuda requested but torch.cuda.is_available() is False; "
-                         "set device: auto or cpu")
-    if name in ("auto", "cuda") and torch.cuda.is_available():
-        return torch.device("cuda", local_rank)
-    return torch.device("cpu")
 
 
 def setup_distributed(device_name: str) -> Dist:
@@ -132,8 +124,8 @@ def set_rng_state(s: dict[str, Any]) -> None:
 
 # ----------------------------------------------------------------------------- pieces
 def default_builders() -> tuple[Callable[[Config], nn.Module], Callable[..., torch.Tensor]]:
-    from model.build import build_model
-    from model.loss import landmark_loss
+    from kfusion.model.build import build_model
+    from kfusion.model.loss import landmark_loss
     return build_model, landmark_loss
 
 

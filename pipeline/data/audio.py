@@ -19,8 +19,8 @@ import numpy as np
 import pyarrow as pa
 
 from kfusion.config import AudioConfig
-from pipeline.media import MediaError, decode_audio
-from pipeline.shards import shard_done, write_shard
+from kfusion.pipeline.media.container import MediaError, decode_audio
+from kfusion.pipeline.data.shards import shard_done, write_shard
 
 SCHEMA_VERSION = 1
 AUDIO_SCHEMA = pa.schema([
@@ -84,7 +84,7 @@ def process_shard(job: dict[str, Any]) -> dict[str, Any]:
     ids = [r["clip_id"] for r in rows]
     meta = {"schema_version": SCHEMA_VERSION, "fingerprint": fingerprint(cfg, rows)}
     if shard_done(path, ids, meta):
-        from pipeline.shards import shard_meta
+        from kfusion.pipeline.data.shards import shard_meta
         return {"path": str(path), "skipped": True, **_summary(shard_meta(path))}
     out, rejects, seconds = [], [], 0.0
     for r in rows:
@@ -106,5 +106,5 @@ def _summary(meta: dict) -> dict:
 
 
 def load_samples(row: dict) -> np.ndarray:
-    """(n,) float32 from an audio-shard row as read by pipeline.shards.iter_rows."""
+    """(n,) float32 from an audio-shard row as read by kfusion.pipeline.data.shards.iter_rows."""
     return np.asarray(row["samples"], dtype=np.float32)

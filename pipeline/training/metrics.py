@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from kfusion.config import MOUTH_INDICES
+from kfusion.shapes import MOUTH_INDICES
 
 METRIC_NAMES = ("M-LD", "M-LVD", "F-LD", "F-LVD")
 REFERENCE_NAMES = tuple(f"ref {m}" for m in METRIC_NAMES)

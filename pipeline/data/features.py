@@ -31,8 +31,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from kfusion.config import FeaturesConfig
-from pipeline.io import atomic_path
-from pipeline.shards import shard_meta, write_shard
+from kfusion.pipeline.io import atomic_path
+from kfusion.pipeline.data.shards import shard_meta, write_shard
 
 SCHEMA_VERSION = 1
 W2V_DIM = 768

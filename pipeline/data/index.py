@@ -21,9 +21,10 @@ from typing import Iterable
 
 import pyarrow as pa
 
-from kfusion.config import EMOTIONS, SplitConfig
-from pipeline.io import atomic_path
-from pipeline.media import MediaError, probe
+from kfusion.config import SplitConfig
+from kfusion.shapes import EMOTIONS
+from kfusion.pipeline.io import atomic_path
+from kfusion.pipeline.media.container import MediaError, probe
 
 MANIFEST_SCHEMA = pa.schema([
     ("clip_id", pa.string()), ("corpus", pa.string()), ("speaker", pa.string()),

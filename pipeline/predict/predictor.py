@@ -1,6 +1,6 @@
 """Prediction for a user's own speech and face photo: the library behind `kfusion predict`.
 
-    from pipeline.predict import predict
+    from kfusion.pipeline.predict.predictor import predict
     r = predict("speech.wav", "face.jpg", out="out.mp4")     # or out=None: arrays only
     r.landmarks_crop    # (T, 68, 2) in the 256 crop's pixels, T = round(duration x 30)
     r.landmarks_image   # (T, 68, 2) in the input image's pixels
@@ -8,18 +8,18 @@
 
 Everything the model sees is made by the training pipeline's own functions, with the
 checkpoint's recorded config, so a prediction input looks exactly like a training window:
-- audio: `pipeline.media.decode_audio` (16 kHz mono float32, any container ffmpeg reads);
-- face: the landmark stage's detector + tracker + crop rule (`pipeline.landmarks.track_clip`,
+- audio: `kfusion.pipeline.media.container.decode_audio` (16 kHz mono float32, any container ffmpeg reads);
+- face: the landmark stage's detector + tracker + crop rule (`kfusion.pipeline.data.landmarks.track_clip`,
   `postprocess`: square of crop_scale x face size, resized to crop_px) on the image decoded by
-  the same ffmpeg pipe (`pipeline.video.iter_frames`); its crop-px landmarks are the identity;
-- features: `pipeline.features.log_mel` and `wav2vec2_features` on the whole clip (the encoder
+  the same ffmpeg pipe (`kfusion.pipeline.media.video.iter_frames`); its crop-px landmarks are the identity;
+- features: `kfusion.pipeline.data.features.log_mel` and `wav2vec2_features` on the whole clip (the encoder
   the checkpoint's training data came from, including the seeded random fallback), then the
-  windows stage's span rule (`pipeline.windows.spans`, `audio_starts`) for each window.
+  windows stage's span rule (`kfusion.pipeline.data.windows.spans`, `audio_starts`) for each window.
   Audio longer than `W2V_CHUNK_S` goes through wav2vec2 in chunks with context on both sides
   (self-attention over 10 minutes at once would need tens of GB); training clips are shorter
   than one chunk, so for them nothing differs.
 Windows of 1 s start every `stride_frames` frames (plus one flush with the end) and are
-blended by `pipeline.stitch.Stitcher` (tapered weights, so no seams). The model runs in
+blended by `kfusion.pipeline.predict.stitch.Stitcher` (tapered weights, so no seams). The model runs in
 batches; the whole clip's features are held once (10 min: ~46 MB wav2vec2 in float16).
 
 Emotion: a MEAD name, or "auto": the checkpoint's audio -> emotion head applied to every
@@ -38,7 +38,9 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from kfusion.config import EMOTIONS, Config, ConfigError, from_dict, to_dict
+from kfusion.config import Config, ConfigError, from_dict, to_dict
+from kfusion.device import resolve_device
+from kfusion.shapes import EMOTIONS
 
 DEFAULT_CHECKPOINT = Path("models/best.pt")
 W2V_CHUNK_S = 30.0      # audio per wav2vec2 pass beyond which the clip is chunked
@@ -86,7 +88,7 @@ class PredictResult:
 
 # ----------------------------------------------------------------------------- checkpoint
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    from pipeline.training import load_checkpoint
+    from kfusion.pipeline.training.loop import load_checkpoint
     path = Path(path)
     if not path.is_file():
         raise PredictError(f"{path}: no such checkpoint; run `dvc repro` to train one, "
@@ -134,7 +136,7 @@ def config_differences(trained: Config, current: Config) -> list[str]:
 def build_checkpoint_model(cfg: Config, ckpt: dict[str, Any], path: Path,
                            device: torch.device) -> torch.nn.Module:
     """The model its recorded config builds, with the checkpoint's weights (strictly)."""
-    from model.build import build_model
+    from kfusion.model.build import build_model
     model = build_model(dataclasses.replace(cfg, device="cpu"))
     try:
         model.load_state_dict(ckpt["model"], strict=True)
@@ -147,16 +149,10 @@ def build_checkpoint_model(cfg: Config, ckpt: dict[str, Any], path: Path,
     return model.to(device).eval()
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "cuda" and not torch.cuda.is_available():
-        raise PredictError("--device cuda, but torch sees no CUDA device; use --device cpu")
-    return torch.device("cuda" if name != "cpu" and torch.cuda.is_available() else "cpu")
-
-
 # ----------------------------------------------------------------------------- inputs
 def read_audio(path: str | Path, cfg: Config, ffmpeg: str = "") -> np.ndarray:
     """(n,) float32 at 16 kHz, or PredictError for unreadable / empty / too short audio."""
-    from pipeline.media import MediaError, decode_audio
+    from kfusion.pipeline.media.container import MediaError, decode_audio
     try:
         samples = decode_audio(path, sample_rate_hz=cfg.audio.sample_rate_hz, ffmpeg=ffmpeg)
     except MediaError as e:
@@ -173,8 +169,8 @@ def read_audio(path: str | Path, cfg: Config, ffmpeg: str = "") -> np.ndarray:
 
 
 def _first_frame(path: Path, pix_fmt: str, ffmpeg: str) -> np.ndarray:
-    from pipeline.media import MediaError
-    from pipeline.video import iter_frames
+    from kfusion.pipeline.media.container import MediaError
+    from kfusion.pipeline.media.video import iter_frames
     try:
         for frame in iter_frames(path, ffmpeg=ffmpeg, pix_fmt=pix_fmt, max_frames=1):
             return frame
@@ -186,8 +182,8 @@ def _first_frame(path: Path, pix_fmt: str, ffmpeg: str) -> np.ndarray:
 def find_identity(image: str | Path, cfg: Config, *, strict: bool = False, ffmpeg: str = "",
                   backend=None) -> tuple[Identity, list[str]]:
     """Detect, landmark and crop the face in `image` with the landmark stage's own code."""
-    from pipeline.landmarks import make_backend, postprocess, to_video_px, track_clip
-    from pipeline.video import crop_square, downscale
+    from kfusion.pipeline.data.landmarks import make_backend, postprocess, to_video_px, track_clip
+    from kfusion.pipeline.media.video import crop_square, downscale
     image, lcfg = Path(image), cfg.landmarks
     if not image.is_file():
         raise PredictError(f"image {image}: no such file")
@@ -221,7 +217,7 @@ def find_identity(image: str | Path, cfg: Config, *, strict: bool = False, ffmpe
 def load_encoder(cfg: Config, encoder: dict[str, Any], device: torch.device):
     """The wav2vec2 the checkpoint's features came from: real weights, or the same seeded
     random fallback the features stage built (seed = the run's `seed`). -> (model, fallback)."""
-    from pipeline.features import load_wav2vec2, random_wav2vec2
+    from kfusion.pipeline.data.features import load_wav2vec2, random_wav2vec2
     name = encoder.get("encoder") or cfg.features.wav2vec2
     recorded = encoder.get("encoder_fallback")
     if recorded:
@@ -243,7 +239,7 @@ def wav2vec2_chunked(model, samples: np.ndarray, *, device: str, half: bool,
                      sample_rate_hz: int = 16000) -> np.ndarray:
     """(n_w2v_frames(n), 768) float16: the features stage's call on the whole clip, or, past
     chunk_s, on chunks starting at multiples of the frame stride with context on both sides."""
-    from pipeline.features import n_w2v_frames, wav2vec2_features
+    from kfusion.pipeline.data.features import n_w2v_frames, wav2vec2_features
     n = len(samples)
     total = n_w2v_frames(n)
     if n <= chunk_s * sample_rate_hz:
@@ -265,8 +261,8 @@ def clip_features(samples: np.ndarray, cfg: Config, encoder_model, device: torch
                   ) -> tuple[np.ndarray, np.ndarray]:
     """mel (n_mel, n_mels) float32 and w2v (n_w2v, 768) float16 for the whole clip, padded
     so every window of the clip has its full spans."""
-    from pipeline.features import log_mel, mel_transform
-    from pipeline.windows import audio_starts, spans
+    from kfusion.pipeline.data.features import log_mel, mel_transform
+    from kfusion.pipeline.data.windows import audio_starts, spans
     fps, frames, sr = cfg.landmarks.fps, cfg.windows.frames, cfg.audio.sample_rate_hz
     x = samples
     if len(x) < round(frames / fps * sr):   # shorter than one window: pad with silence
@@ -291,7 +287,7 @@ def _edge_pad(a: np.ndarray, n: int) -> np.ndarray:
 def window_batches(mel: np.ndarray, w2v: np.ndarray, starts: list[int], cfg: Config,
                    batch_size: int) -> Iterator[tuple[list[int], torch.Tensor, torch.Tensor]]:
     """(starts, mel (B, 100, n_mels) f32, w2v (B, 49, 768) f32) with the windows stage's spans."""
-    from pipeline.windows import audio_starts, spans
+    from kfusion.pipeline.data.windows import audio_starts, spans
     fps = cfg.landmarks.fps
     mel_len, w2v_len = spans(cfg.windows.frames, fps)
     for i in range(0, len(starts), batch_size):
@@ -318,13 +314,16 @@ class Predictor:
                     f"{self.checkpoint} was trained with another model configuration than the "
                     f"params ({'; '.join(diffs[:3])}{'; ...' if len(diffs) > 3 else ''}); run "
                     f"`dvc repro` to retrain, or pass the matching --checkpoint")
-        self.device = resolve_device(device)
+        try:
+            self.device = resolve_device(device)
+        except ConfigError as e:
+            raise PredictError(f"--device {device}: {e}") from None
         self.ffmpeg = ffmpeg
         self.encoder_info = dict(ckpt.get("encoder") or {})
         self.model = build_checkpoint_model(self.cfg, ckpt, self.checkpoint, self.device)
         self.classifier = None
         if ckpt.get("emotion_classifier"):
-            from pipeline.emotion_classifier import EmotionClassifier
+            from kfusion.pipeline.training.emotion import EmotionClassifier
             self.classifier = EmotionClassifier.from_export(ckpt["emotion_classifier"]).to(self.device)
         self._encoder = None
         self._backend = None
@@ -341,7 +340,7 @@ class Predictor:
 
     def backend(self):
         if self._backend is None:
-            from pipeline.landmarks import make_backend
+            from kfusion.pipeline.data.landmarks import make_backend
             t0 = time.perf_counter()
             self._backend = make_backend(self.cfg.landmarks)
             self.load_seconds["face_models"] = time.perf_counter() - t0
@@ -392,7 +391,7 @@ class Predictor:
         t = time.perf_counter()
         crop = self._landmarks(mel, w2v, starts, identity.landmarks_crop, emotion_id, T, batch_size)
         timings["model"] = time.perf_counter() - t
-        from pipeline.landmarks import to_video_px
+        from kfusion.pipeline.data.landmarks import to_video_px
         image_px = to_video_px(crop, np.repeat(identity.crop_box[None], T, 0), cfg.landmarks.crop_px)
 
         result = PredictResult(
@@ -412,7 +411,7 @@ class Predictor:
     @torch.no_grad()
     def _emotion_probabilities(self, mel, w2v, starts, batch_size) -> np.ndarray:
         """Softmax of the emotion head, averaged over windows: (8,)."""
-        from pipeline.emotion_classifier import pooled_features
+        from kfusion.pipeline.training.emotion import pooled_features
         acc = torch.zeros(len(EMOTIONS), dtype=torch.float64)
         for chunk, m, w in window_batches(mel, w2v, starts, self.cfg, batch_size):
             logits = self.classifier(pooled_features(m, w).to(self.device))   # (B, 8)
@@ -421,7 +420,7 @@ class Predictor:
 
     @torch.no_grad()
     def _landmarks(self, mel, w2v, starts, identity, emotion_id, T, batch_size) -> np.ndarray:
-        from pipeline.stitch import Stitcher
+        from kfusion.pipeline.predict.stitch import Stitcher
         frames = self.cfg.windows.frames
         stitch = Stitcher(T, frames, (68, 2))
         ident = torch.from_numpy(np.asarray(identity, np.float32))
@@ -437,7 +436,7 @@ class Predictor:
 
 
 def window_starts_for(T: int, frames: int, stride: int) -> list[int]:
-    from pipeline.stitch import window_starts
+    from kfusion.pipeline.predict.stitch import window_starts
     return window_starts(T, frames, stride)
 
 
@@ -502,7 +501,7 @@ def landmarks_csv(points: np.ndarray, start_frame: int = 0) -> str:
 
 def write_csv(path: Path, points: np.ndarray, frames_per_block: int = 1800) -> None:
     """The CSV, written a minute of frames at a time (a 10-minute clip is 2 M rows)."""
-    from pipeline.io import atomic_path
+    from kfusion.pipeline.io import atomic_path
     with atomic_path(path) as tmp, open(tmp, "w") as fh:
         fh.write("frame,point,x,y\n")
         for s in range(0, len(points), frames_per_block):
@@ -510,7 +509,7 @@ def write_csv(path: Path, points: np.ndarray, frames_per_block: int = 1800) -> N
 
 
 def render_frames(result: PredictResult, side_by_side: bool) -> Iterator[np.ndarray]:
-    from pipeline.draw import draw_landmarks, neutral_canvas
+    from kfusion.pipeline.media.draw import draw_landmarks, neutral_canvas
     crop = result.identity.crop_rgb
     canvas = neutral_canvas(crop.shape[0])
     for pts in result.landmarks_crop:
@@ -522,8 +521,8 @@ def render_frames(result: PredictResult, side_by_side: bool) -> Iterator[np.ndar
 def write_outputs(result: PredictResult, paths: dict[str, Path], samples: np.ndarray,
                   sample_rate_hz: int, *, side_by_side: bool, ffmpeg: str = "") -> dict[str, float]:
     """Write every output (atomically); returns seconds spent on landmark files and on the mp4."""
-    from pipeline.io import atomic_path, write_json
-    from pipeline.mp4 import write_mp4
+    from kfusion.pipeline.io import atomic_path, write_json
+    from kfusion.pipeline.media.mp4 import write_mp4
     t0 = time.perf_counter()
     try:
         for key, pts in (("crop", result.landmarks_crop), ("image", result.landmarks_image)):

@@ -1,4 +1,4 @@
-"""`kfusion predict`: argument handling and messages around `pipeline.predict`.
+"""`kfusion predict`: argument handling and messages around `kfusion.pipeline.predict.predictor`.
 
 Exit codes: 0 done; 2 a problem the user can act on (one line on stderr, no traceback).
 Warnings (several faces in the image, the random-weights wav2vec2) go to stderr as
@@ -16,7 +16,7 @@ from kfusion.config import ConfigError, load
 def _params(args: argparse.Namespace):
     """The params to check the checkpoint against: explicit --params (must exist), or
     ./params.yaml when the default checkpoint is used (the pipeline's own pair)."""
-    from pipeline.predict import PredictError
+    from kfusion.pipeline.predict.predictor import PredictError
     if args.params:
         try:
             return load(args.params)
@@ -31,7 +31,7 @@ def _params(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipeline.predict import DEFAULT_CHECKPOINT, PredictError, Predictor
+    from kfusion.pipeline.predict.predictor import DEFAULT_CHECKPOINT, PredictError, Predictor
     try:
         params = _params(args)
         ffmpeg = params.preprocess.ffmpeg if params is not None else ""

@@ -14,7 +14,7 @@ from typing import Any, Iterable, Iterator
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.io import atomic_path
+from kfusion.pipeline.io import atomic_path
 
 SHARD_GLOB = "shard-*.parquet"
 

@@ -26,7 +26,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.features import n_w2v_frames
+from kfusion.pipeline.data.features import n_w2v_frames
 
 SPLITS = ("train", "val", "test")
 N_POINTS = 68

@@ -13,8 +13,8 @@ from typing import Iterable
 import numpy as np
 import soundfile as sf
 
-from pipeline.ffmpeg import ffmpeg_binary
-from pipeline.io import atomic_path
+from kfusion.pipeline.media.ffmpeg import ffmpeg_binary
+from kfusion.pipeline.io import atomic_path
 
 
 # Byte-reproducible output: no encoder/muxer version strings, no metadata, one x264 thread.

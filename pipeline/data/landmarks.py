@@ -27,7 +27,7 @@ from typing import Iterable
 import numpy as np
 
 from kfusion.config import LandmarksConfig
-from pipeline.video import downscale
+from kfusion.pipeline.media.video import downscale
 
 N_POINTS = 68
 UPPER_FACE = np.r_[17:48]        # brows, nose, eyes: still while the mouth speaks
@@ -446,7 +446,7 @@ def process_clip(clip_id: str, video_path: str, backend, cfg: LandmarksConfig,
     unreadable video and NoFace when the face is in fewer than min_face_fraction of frames."""
     import time
 
-    from pipeline.video import crop_square, iter_frames, read_frame, yuv_gray, yuv_rgb
+    from kfusion.pipeline.media.video import crop_square, iter_frames, read_frame, yuv_gray, yuv_rgb
     t0 = time.perf_counter()
     # One decode in YUV 4:2:0: the Y plane is the gray image the detector and predictor read,
     # and the colour of the identity candidate (best detection of the first second) is kept
@@ -524,7 +524,7 @@ def rows_to_table(rows: list[dict]):
 
 
 def read_clip(row: dict) -> dict:
-    """A shard row (as from pipeline.shards.iter_rows) with arrays in their shapes."""
+    """A shard row (as from kfusion.pipeline.data.shards.iter_rows) with arrays in their shapes."""
     T = row["n_frames"]
     return {**row, "landmarks_px": np.asarray(row["landmarks_px"], np.float32).reshape(T, N_POINTS, 2),
             "confidence": np.asarray(row["confidence"], np.float32),

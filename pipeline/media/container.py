@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.ffmpeg import ffmpeg_binary
+from kfusion.pipeline.media.ffmpeg import ffmpeg_binary
 
 
 class MediaError(RuntimeError):

@@ -121,7 +121,7 @@ def write_synthetic_windows(root: str | Path, *, n_train: int = 64, n_val: int =
     ground truth is the reference minus a fixed per-window detector jitter (when `with_gt`).
     """
     import pyarrow as pa
-    from kfusion.config import EMOTIONS, MOUTH_INDICES
+    from kfusion.shapes import EMOTIONS, MOUTH_INDICES
 
     root = Path(root)
     rng = np.random.default_rng(seed)

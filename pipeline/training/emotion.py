@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from kfusion.config import EMOTIONS
+from kfusion.shapes import EMOTIONS
 
 
 def pooled_features(mel: torch.Tensor, w2v: torch.Tensor) -> torch.Tensor:

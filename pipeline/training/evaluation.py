@@ -13,7 +13,7 @@ it (demo), the generator's clean ground truth (`gt_landmarks`); against the latt
 detector itself is a fourth system (`detector`: its error is the floor no model trained on
 its tracks can be expected to beat).
 
-Metrics: pipeline.metrics (Eq. 13-15, crop px, per window then averaged over windows).
+Metrics: kfusion.pipeline.training.metrics (Eq. 13-15, crop px, per window then averaged over windows).
 `metrics.definition: reference | both` adds the authors' batch-level numbers, labelled.
 """
 from __future__ import annotations
@@ -29,12 +29,14 @@ import pyarrow.parquet as pq
 import torch
 from torch.utils.data import DataLoader
 
-from kfusion.config import Config, EMOTIONS, from_dict
-from pipeline.dataset import WindowDataset, encoder_info, file_sha256, model_inputs
-from pipeline.emotion_classifier import EmotionClassifier
-from pipeline.io import atomic_path, progress, write_json
-from pipeline.metrics import METRIC_NAMES, MetricTable, ReferenceAccumulator
-from pipeline.training import load_checkpoint, resolve_device
+from kfusion.config import Config, from_dict
+from kfusion.shapes import EMOTIONS
+from kfusion.pipeline.training.dataset import WindowDataset, encoder_info, file_sha256, model_inputs
+from kfusion.pipeline.training.emotion import EmotionClassifier
+from kfusion.pipeline.io import atomic_path, progress, write_json
+from kfusion.pipeline.training.metrics import METRIC_NAMES, MetricTable, ReferenceAccumulator
+from kfusion.device import resolve_device
+from kfusion.pipeline.training.loop import load_checkpoint
 
 SYSTEMS = ("model", "identity", "mean_motion")
 
@@ -62,7 +64,7 @@ def load_trained(path: str | Path, device: torch.device,
     state = load_checkpoint(path)
     cfg = from_dict(state["config"], f"{path} (saved config)")
     if build_model is None:
-        from model.build import build_model
+        from kfusion.model.build import build_model
     model = build_model(cfg)
     model.load_state_dict(state["model"])
     return Trained(model.to(device).eval(), cfg, state, path, file_sha256(path))

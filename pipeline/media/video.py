@@ -17,8 +17,8 @@ from typing import Iterator, Literal
 import cv2
 import numpy as np
 
-from pipeline.ffmpeg import ffmpeg_binary
-from pipeline.media import MediaError
+from kfusion.pipeline.media.ffmpeg import ffmpeg_binary
+from kfusion.pipeline.media.container import MediaError
 
 PixFmt = Literal["gray", "rgb24", "yuv420p"]
 # yuv420p comes as ffmpeg's PGMYUV: the Y plane (the gray image, free) on top of the U and V

@@ -1,0 +1,67 @@
+"""What the data looks like, defined once: landmark layout, emotions, splits, window arrays,
+and the audio frame timing of a window, derived from the config.
+
+Every module that needs one of these imports it from here; none restates a number.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # config imports this module; the annotation only needs the name
+    from kfusion.config import Config
+
+N_POINTS = 68                                         # iBUG-68 landmarks per frame
+MOUTH_INDICES: tuple[int, ...] = tuple(range(48, 68))  # iBUG-68 points 48-67
+EMOTIONS: tuple[str, ...] = (
+    "neutral", "angry", "contempt", "disgusted", "fear", "happy", "sad", "surprised",
+)  # MEAD's eight, in MEAD's folder spelling; index i is the emotion id everywhere.
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+# One memory-mapped .npy per array in data/windows/<split>/ (docs/data.md has the shapes).
+WINDOW_ARRAYS: tuple[str, ...] = ("landmarks", "identity", "mel", "w2v", "emotion", "gt_landmarks")
+
+# wav2vec2 runs on 16 kHz audio; its conv feature stack (kernels 10,3,3,3,3,2,2; strides
+# 5,2,2,2,2,2,2) has a 400-sample receptive field and a 320-sample hop: 50 frames/s.
+ENCODER_SAMPLE_RATE_HZ = 16000
+W2V_RECEPTIVE_SAMPLES, W2V_HOP_SAMPLES = 400, 320
+W2V_RATE_HZ = ENCODER_SAMPLE_RATE_HZ / W2V_HOP_SAMPLES
+W2V_DIM = 768
+
+
+def n_w2v_frames(n_samples: int) -> int:
+    """Frames wav2vec2's conv stack yields for n samples at 16 kHz (49 for 1 s)."""
+    n = n_samples
+    for k, s in zip((10, 3, 3, 3, 3, 2, 2), (5, 2, 2, 2, 2, 2, 2)):
+        n = (n - k) // s + 1
+    return max(n, 0)
+
+
+@dataclass(frozen=True)
+class WindowTiming:
+    """Where a window's audio frames lie, for one config: the one source of frame rates.
+
+    A window starts at video frame s and holds `n_frames` frames; its audio spans start at the
+    same instant t0 = s / fps: mel frames round(t0 * mel_rate_hz) .. + n_mel, wav2vec2 frames
+    round(t0 * W2V_RATE_HZ) .. + n_tokens.
+    """
+    n_frames: int
+    fps: float
+    mel_rate_hz: float
+    n_mel: int
+    n_tokens: int
+    n_mels: int
+
+    def audio_starts(self, start_frame: int) -> tuple[int, int]:
+        """First mel frame and first wav2vec2 frame of the window starting at `start_frame`."""
+        t0 = start_frame / self.fps
+        return int(round(t0 * self.mel_rate_hz)), int(round(t0 * W2V_RATE_HZ))
+
+
+def window_timing(cfg: "Config") -> WindowTiming:
+    """The timing of one window (1 s at the defaults: 100 mel frames, 49 wav2vec2, 30 video)."""
+    window_s = cfg.windows.frames / cfg.landmarks.fps
+    mel_rate_hz = cfg.audio.sample_rate_hz / cfg.features.hop_length
+    return WindowTiming(n_frames=cfg.windows.frames, fps=float(cfg.landmarks.fps),
+                        mel_rate_hz=mel_rate_hz, n_mel=int(round(window_s * mel_rate_hz)),
+                        n_tokens=n_w2v_frames(int(round(window_s * ENCODER_SAMPLE_RATE_HZ))),
+                        n_mels=cfg.features.n_mels)
