@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 import yaml
 
-from kfusion.shapes import EMOTIONS  # noqa: E402  (validation of emotion names)
+from kfusion.shapes import EMOTIONS, ENCODER_SAMPLE_RATE_HZ
 
 
 class ConfigError(ValueError):
@@ -118,7 +118,8 @@ class LandmarksConfig:
 
 @dataclass
 class AudioConfig:
-    sample_rate_hz: int = _f(16000, lo=8000, hi=48000)
+    sample_rate_hz: int = _f(16000, lo=8000, hi=48000,
+                             doc="must be 16000: the speech encoders take 16 kHz audio")
     min_rms: float = _f(1e-3, lo=0.0, hi=1.0, doc="RMS below this is a `silent` reject")
     max_av_mismatch_s: float = _f(0.5, lo=0.0, hi=60.0,
                                   doc="longer audio/video mismatch is a reject; shorter is trimmed")
@@ -290,6 +291,12 @@ class Config:
 
 # ----------------------------------------------------------------------------- checks
 _CROSS_CHECKS: list[typing.Callable[[Config], str | None]] = [
+    # wav2vec2 (and every content encoder) was trained on 16 kHz audio: features at another
+    # rate would be computed on the wrong time base and misalign audio and landmarks.
+    lambda c: None if c.audio.sample_rate_hz == ENCODER_SAMPLE_RATE_HZ
+    else f"audio.sample_rate_hz: {c.audio.sample_rate_hz} is not supported; the speech "
+         f"encoders take {ENCODER_SAMPLE_RATE_HZ} Hz audio (the audio stage resamples every "
+         f"clip to it), so it must be {ENCODER_SAMPLE_RATE_HZ}",
     lambda c: None if set(c.demo.emotions) <= set(EMOTIONS)
     else f"demo.emotions: unknown emotion in {c.demo.emotions}; allowed: {list(EMOTIONS)}",
     lambda c: None if set(c.demo.levels) <= {1, 2, 3}

@@ -87,3 +87,10 @@ def test_dump_round_trips(tmp_path: Path) -> None:
     C.dump(cfg, tmp_path / "out" / "config.yaml")
     again = C.load(tmp_path / "out" / "config.yaml")
     assert again == cfg
+
+
+@pytest.mark.parametrize("rate", [22050, 8000, 44100])
+def test_a_sample_rate_the_encoders_cannot_take_is_rejected(tmp_path: Path, rate: int) -> None:
+    # Features at another rate would sit on the wrong time base: reject, naming the key.
+    with pytest.raises(C.ConfigError, match=rf"audio\.sample_rate_hz: {rate} is not supported"):
+        C.load(_write(tmp_path, {"audio": {"sample_rate_hz": rate}}))
