@@ -65,8 +65,8 @@ class Table:
 
 # ---- table specs --------------------------------------------------------------------------
 
-def metric_columns(key: str = "") -> tuple[Col, ...]:
-    return tuple(Col(m, ".".join(filter(None, (key, m)))) for m in METRICS)
+def metric_columns() -> tuple[Col, ...]:
+    return tuple(Col(m, m) for m in METRICS)
 
 
 ABLATIONS = (("w/o KFusion (`model.fusion=none`)", "kf-wo-kfusion"),
@@ -117,7 +117,8 @@ def field_table(name: str, file: str, rows: tuple[tuple[str, str, str], ...],
                  file=file, label="what")
 
 
-# Which command writes a file that a table reads (first match wins; {stem} = the file's stem).
+# Which command writes a file that a table reads (first match wins; {stem} = the file's stem;
+# a file no pattern matches is written by `dvc repro`).
 RUN: tuple[tuple[str, str], ...] = (
     ("metrics/ablations/grid/*.json",
      "python scripts/ablations.py -S 'index.corpora=[grid]' -S index.roots.grid=../shared/grid "
@@ -134,7 +135,6 @@ RUN: tuple[tuple[str, str], ...] = (
     ("bench/results/demo_detector.json", "python bench/demo_detector.py --stride 2"),
     ("bench/results/features_tiny.json", "python bench/features.py --tiny --sizes 30 250"),
     ("bench/results/*.json", "python bench/{stem}.py"),
-    ("*", "dvc repro"),
 )
 
 
@@ -358,25 +358,31 @@ def expand(root: Path, table: Table) -> list[tuple[Row, str]]:
     for row in table.rows:
         files = records(root, source(table, row, table.columns[0]))
         if not row.key.endswith("*") or not files:
-            label_rec = lookup(files[0], row.key) if files else ABSENT
-            out.append((row, _label(row.label, row.key, label_rec)))
+            out.append((row, _label(row.label, row.key, files[0] if files else {})))
             continue
         parent = lookup(files[0], row.key[:-1].rstrip("."))
         keys = (list(parent) if isinstance(parent, dict) else
                 [str(i) for i in range(len(parent))] if isinstance(parent, list) else [])
         for k in keys:
             sub = Row(row.label, row.key[:-1] + k, row.file, row.fmt)
-            out.append((sub, _label(row.label, k, lookup(parent, k))))
+            out.append((sub, _label(row.label, sub.key, files[0])))
     return out
 
 
-def _label(template: str, key: str, record) -> str:
-    fields = dict(record) if isinstance(record, dict) else {}
+class _Fields(dict):
+    def __missing__(self, name: str) -> str:
+        return "*"
 
-    class Default(dict):
-        def __missing__(self, name):
-            return "*"
-    return template.format_map(Default(fields, key=key.rsplit(".", 1)[-1]))
+
+def _label(template: str, key: str, record) -> str:
+    """The row label: `{key}` is the last part of the row's key, `{name}` the field `name` of
+    the nearest object along that key (e.g. `{threads}` of `runs.0` for `runs.0.heads.kan`)."""
+    fields = _Fields(key=key.rsplit(".", 1)[-1])
+    for part in ["", *filter(None, key.split("."))]:
+        record = lookup(record, part)
+        if isinstance(record, dict):
+            fields.update({k: v for k, v in record.items() if not isinstance(v, (dict, list))})
+    return template.format_map(fields)
 
 
 def value(root: Path, table: Table, row: Row, col: Col):
@@ -399,7 +405,7 @@ def fmt(v, template: str) -> str:
     if v is ABSENT or v is None:
         return "n/a"
     if isinstance(v, tuple):                       # several files: seeds
-        mean, sd, n = v
+        mean, sd, _ = v
         return f"{fmt(mean, template)} ± {fmt(sd, template)}"
     if isinstance(v, bool):
         return "yes" if v else "no"
