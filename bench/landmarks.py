@@ -36,7 +36,9 @@ from kfusion.pipeline.data.landmarks import (DlibBackend, landmark_box, process_
                                 still_point_jitter, to_crop_px)
 from kfusion.pipeline.media.video import crop_square, iter_frames  # noqa: E402
 
-MEAD = REPO.parent / "shared/realclips/mead/M030/video/front/sad/level_3/001.mp4"
+SHARED = REPO.parent / "shared"    # the read-only real clips, beside the repository
+MEAD = SHARED / "realclips/mead/M030/video/front/sad/level_3/001.mp4"
+GRID = SHARED / "grid/s1"
 _state: dict = {}
 
 
@@ -129,26 +131,16 @@ def corpus(limit: int, which: str = "auto") -> tuple[str, list[str]]:
     demo = sorted((REPO / "data/demo/corpus").glob("*/video/front/*/*/*.mp4"))
     if demo and which in ("auto", "demo"):
         return "demo", [str(p) for p in demo[::max(1, len(demo) // limit)][:limit]]   # all speakers
-    grid = sorted((REPO.parent / "shared/grid/s1").glob("*.mpg"))
+    grid = sorted(GRID.glob("*.mpg"))
     if not grid:
-        sys.exit(f"no clips: neither {REPO / 'data/demo/corpus'} nor {REPO.parent / 'shared/grid/s1'}")
+        sys.exit(f"no clips: neither {REPO / 'data/demo/corpus'} nor {GRID}")
     return "grid", [str(p) for p in grid[:limit]]
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--clips", type=int, default=24)
-    ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--corpus", choices=["auto", "demo", "grid"], default="auto",
-                    help="auto: data/demo/corpus when it exists, else ../shared/grid/s1")
-    ap.add_argument("--out", default=str(REPO / "bench/results/landmarks.json"))
-    args = ap.parse_args()
-    name, clips = corpus(args.clips, args.corpus)
+def measure_throughput(clips: list[str], workers: int, repeats: int) -> dict:
+    """Stage, naive and predictor-bound runs, adjacent within each repeat: frames/s per run,
+    CPU seconds per frame, and the last repeat's stage tracks and naive per-frame points."""
     ctx = mp.get_context("forkserver")
-    res: dict = {"corpus": name, "clips": len(clips), "workers": args.workers,
-                 "repeats": args.repeats}
-
     # The predictor-only bound needs the stage's crop boxes: one untimed stage pass (in this
     # process) cuts the crops; the bound's pool is forked after, so it shares them unpickled.
     _init()
@@ -156,10 +148,9 @@ def main() -> int:
     _state["prepared"] = [_prepare_crops(p, c) for p, c in zip(clips, stage_clips)]
     runs: dict[str, list[float]] = {"stage": [], "naive": [], "bound": []}
     cpu: dict[str, list[float]] = {"stage": [], "bound": []}   # CPU s per frame, load-independent
-    with ctx.Pool(args.workers, _init) as pool, \
-            mp.get_context("fork").Pool(args.workers, _init) as bound_pool:
-        bound_pool.map(abs, range(args.workers))      # workers up before any timing
-        for _ in range(args.repeats):                 # the three runs of a repeat are adjacent
+    with ctx.Pool(workers, _init) as pool, mp.get_context("fork").Pool(workers, _init) as bound_pool:
+        bound_pool.map(abs, range(workers))           # workers up before any timing
+        for _ in range(repeats):                      # the three runs of a repeat are adjacent
             dt, out = _timed_pool(pool, _stage, clips)
             frames = sum(n for n, _ in out)
             runs["stage"].append(frames / dt)
@@ -172,12 +163,15 @@ def main() -> int:
             runs["naive"].append(sum(n for n, _ in naive) / dt)
             dt, n = _timed_pool(bound_pool, _predict_prepared, range(len(clips)))
             runs["bound"].append(sum(n) / dt)
+    return {"frames": frames, "runs": runs, "cpu": cpu, "stage_clips": stage_clips,
+            "naive": [p for _, p in naive]}
+
+
+def throughput_figures(m: dict) -> dict:
+    runs, cpu, stage_clips = m["runs"], m["cpu"], m["stage_clips"]
     med = {k: statistics.median(v) for k, v in runs.items()}
-    jit_stage = [still_point_jitter(c["landmarks_px"]) for c in stage_clips]
-    jit_naive = [still_point_jitter(to_crop_px(p, c["crop_box"][:len(p)], 256))
-                 for (_, p), c in zip(naive, stage_clips)]
-    res["throughput"] = {
-        "frames": frames, "stage_fps": round(med["stage"], 1), "naive_fps": round(med["naive"], 1),
+    return {
+        "frames": m["frames"], "stage_fps": round(med["stage"], 1), "naive_fps": round(med["naive"], 1),
         "predictor_bound_fps": round(med["bound"], 1),
         # Ratios per repeat (the runs of one repeat are adjacent in time, so they see about the
         # same load from other jobs), then their median.
@@ -194,44 +188,70 @@ def main() -> int:
         "face_frame_share": round(float(np.mean([c["face_found"].mean() for c in stage_clips])), 4),
         "targets": {"stage_fps": 150, "share_of_bound": 0.4},
     }
-    res["jitter_px"] = {"stage": round(float(np.nanmean(jit_stage)), 3),
-                        "naive_per_frame": round(float(np.nanmean(jit_naive)), 3),
-                        "points": [27, 28, 29, 30, 39, 42], "units": "256 crop px"}
 
+
+def jitter_figures(stage_clips: list[dict], naive: list[np.ndarray]) -> dict:
+    jit_stage = [still_point_jitter(c["landmarks_px"]) for c in stage_clips]
+    jit_naive = [still_point_jitter(to_crop_px(p, c["crop_box"][:len(p)], 256))
+                 for p, c in zip(naive, stage_clips)]
+    return {"stage": round(float(np.nanmean(jit_stage)), 3),
+            "naive_per_frame": round(float(np.nanmean(jit_naive)), 3),
+            "points": [27, 28, 29, 30, 39, 42], "units": "256 crop px"}
+
+
+def measure_mead(repeats: int) -> dict:
+    """The real 1080p MEAD clip in one process: the stage's per-clip path vs the naive loop."""
+    if not MEAD.exists():
+        return {"skipped": f"{MEAD} absent"}
+    _init()
+    st, nv = [], []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        n, clip = _stage(str(MEAD))
+        st.append(n / (time.perf_counter() - t))
+        t = time.perf_counter()
+        n2, _ = _naive(str(MEAD))
+        nv.append(n2 / (time.perf_counter() - t))
+    return {"frames": n, "stage_fps": round(statistics.median(st), 1),
+            "naive_fps": round(statistics.median(nv), 1),
+            "speedup": round(statistics.median([a / b for a, b in zip(st, nv)]), 2),
+            "face_frame_share": round(float(clip["face_found"].mean()), 4),
+            "runs_fps": {"stage": [round(x, 1) for x in st], "naive": [round(x, 1) for x in nv]},
+            "target_speedup": 5}
+
+
+def summary_line(res: dict) -> str:
+    t, m, j = res["throughput"], res["mead_1080p"], res["jitter_px"]
+    gt = res.get("groundtruth_error_px")
+    return (f"landmarks bench ({res['corpus']}, {res['clips']} clips, {res['workers']} workers): stage "
+            f"{t['stage_fps']} fps = {t['speedup_vs_naive']}x naive, {t['share_of_bound']:.0%} of the "
+            f"predictor-only bound {t['predictor_bound_fps']} fps (by CPU time "
+            f"{t['cpu_share_of_bound']:.0%}); MEAD 1080p {m.get('stage_fps')} fps "
+            f"= {m.get('speedup')}x naive; jitter {j['stage']} px (naive {j['naive_per_frame']})"
+            + (f"; GT error {gt['stage']} px (naive {gt['naive_per_frame']})" if gt else ""))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--clips", type=int, default=24)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--corpus", choices=["auto", "demo", "grid"], default="auto",
+                    help="auto: data/demo/corpus when it exists, else ../shared/grid/s1")
+    ap.add_argument("--out", default=str(REPO / "bench/results/landmarks.json"))
+    args = ap.parse_args()
+    name, clips = corpus(args.clips, args.corpus)
+    res: dict = {"corpus": name, "clips": len(clips), "workers": args.workers,
+                 "repeats": args.repeats}
+    m = measure_throughput(clips, args.workers, args.repeats)
+    res["throughput"] = throughput_figures(m)
+    res["jitter_px"] = jitter_figures(m["stage_clips"], m["naive"])
     if name == "demo":
-        res["groundtruth_error_px"] = _groundtruth_error(clips, stage_clips, [p for _, p in naive])
-
-    if MEAD.exists():
-        _init()
-        st, nv = [], []
-        for _ in range(args.repeats):
-            t = time.perf_counter()
-            n, clip = _stage(str(MEAD))
-            st.append(n / (time.perf_counter() - t))
-            t = time.perf_counter()
-            n2, _ = _naive(str(MEAD))
-            nv.append(n2 / (time.perf_counter() - t))
-        res["mead_1080p"] = {"frames": n, "stage_fps": round(statistics.median(st), 1),
-                             "naive_fps": round(statistics.median(nv), 1),
-                             "speedup": round(statistics.median([a / b for a, b in zip(st, nv)]), 2),
-                             "face_frame_share": round(float(clip["face_found"].mean()), 4),
-                             "runs_fps": {"stage": [round(x, 1) for x in st],
-                                          "naive": [round(x, 1) for x in nv]},
-                             "target_speedup": 5}
-    else:
-        res["mead_1080p"] = {"skipped": f"{MEAD} absent"}
-
+        res["groundtruth_error_px"] = _groundtruth_error(clips, m["stage_clips"], m["naive"])
+    res["mead_1080p"] = measure_mead(args.repeats)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(res, indent=2) + "\n")
-    t, m = res["throughput"], res["mead_1080p"]
-    print(f"landmarks bench ({name}, {len(clips)} clips, {args.workers} workers): stage "
-          f"{t['stage_fps']} fps = {t['speedup_vs_naive']}x naive, {t['share_of_bound']:.0%} of the "
-          f"predictor-only bound {t['predictor_bound_fps']} fps (by CPU time "
-          f"{t['cpu_share_of_bound']:.0%}); MEAD 1080p {m.get('stage_fps')} fps "
-          f"= {m.get('speedup')}x naive; jitter {res['jitter_px']['stage']} px (naive "
-          f"{res['jitter_px']['naive_per_frame']})"
-          + (f"; GT error {res['groundtruth_error_px']['stage']} px (naive "
-             f"{res['groundtruth_error_px']['naive_per_frame']})" if "groundtruth_error_px" in res else ""))
+    print(summary_line(res))
     return 0
 
 

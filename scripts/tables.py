@@ -1,0 +1,552 @@
+"""Every results table in README.md and docs/*.md, generated from the committed JSON files.
+
+    python scripts/tables.py            # rewrite every table in place
+    python scripts/tables.py --check    # exit 1 naming each table that differs from its JSON
+    python scripts/tables.py --list     # each table: the document it sits in, the files it reads
+
+A table sits in a document between two markers, and everything between them is this script's:
+
+    <!-- table: demo-ablations -->
+    ...
+    <!-- /table -->
+
+Its spec is a `Table` in TABLES below: which JSON files, which fields, which rows and columns,
+which number format. A cell reads the file named by its column, else its row, else its table
+(a glob: several matching files, e.g. one per seed, give "mean ± sd"), at the dotted key
+`row.key + "." + col.key` (list items by index). A row key ending in `*` becomes one row per
+entry of that object or list. A file that is absent is not an error: its cells say
+"not measured yet" with the command that writes the file (RUN below), so a fresh clone or a
+benchmark nobody has run yet still gets a truthful table. To add a table: add a `Table` to
+TABLES, put the two markers where it belongs, run this script.
+"""
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import json
+import re
+import statistics
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DOCUMENTS = ("README.md", "docs/*.md")
+MARKER = re.compile(r"<!-- table: (?P<name>[\w-]+) -->\n(?P<body>.*?)<!-- /table -->", re.S)
+METRICS = ("M-LD", "M-LVD", "F-LD", "F-LVD")   # paper Eq. 13-15, crop px, lower is better
+
+
+@dataclass(frozen=True)
+class Col:
+    header: str
+    key: str = ""      # dotted key inside the row's record
+    file: str = ""     # source file (glob) for this column, when it is not the row's or table's
+    fmt: str = ""      # str.format template for this column's numbers
+
+
+@dataclass(frozen=True)
+class Row:
+    label: str         # may use {key} (the expanded key of a `*` row) and the record's fields
+    key: str = ""
+    file: str = ""
+    fmt: str = ""
+
+
+@dataclass(frozen=True)
+class Table:
+    name: str
+    columns: tuple[Col, ...]
+    rows: tuple[Row, ...]
+    file: str = ""
+    fmt: str = "{:.3f}"
+    label: str = ""    # header of the label column
+    best: str = ""     # "min" or "max": bold the best value of each numeric column
+
+
+# ---- table specs --------------------------------------------------------------------------
+
+def metric_columns() -> tuple[Col, ...]:
+    return tuple(Col(m, m) for m in METRICS)
+
+
+ABLATIONS = (("w/o KFusion (`model.fusion=none`)", "kf-wo-kfusion"),
+             ("w/o LSTM (`model.lstm=false`)", "kf-wo-lstm"),
+             ("w/o Global (`model.global_domain=false`)", "kf-wo-global"),
+             ("repl MLP (`model.fusion=mlp`)", "kf-repl-mlp"),
+             ("**Proposed** (defaults)", "kf-proposed"))
+BASELINES = (("baseline: identity landmarks held still", "identity"),
+             ("baseline: mean motion (identity + mean training trajectory)", "mean_motion"))
+
+
+def ablation_table(name: str, folder: str) -> Table:
+    """The paper's Table 2 from scripts/ablations.py's per-row copies of metrics/evaluate.json."""
+    rows = [Row(label, "overall.model", f"{folder}/{slug}.json") for label, slug in ABLATIONS]
+    rows += [Row(label, f"overall.{key}", f"{folder}/kf-proposed.json") for label, key in BASELINES]
+    return Table(name, metric_columns(), tuple(rows), label="Method", best="min")
+
+
+# The five defaults that made the model learn audio -> mouth (docs/model.md), turned on one
+# step at a time: (label, file stem, the `-S` switches that give the step; None = the defaults).
+BEFORE = {"model.local_attention_s": "0", "model.mel_norm": "none", "model.token_to_frame": "conv",
+          "model.head_init_scale": "1", "train.velocity_weight": "0"}
+FIX_STEPS = (
+    ("before the fix", "before", BEFORE),
+    ("+ `mel_norm: window`", "mel_norm",
+     {k: v for k, v in BEFORE.items() if k != "model.mel_norm"}),
+    ("+ `local_attention_s: 0.02`", "local_attention",
+     {k: BEFORE[k] for k in ("model.token_to_frame", "model.head_init_scale", "train.velocity_weight")}),
+    ("+ `token_to_frame: interpolate` (aligned gate)", "interpolate",
+     {k: BEFORE[k] for k in ("model.head_init_scale", "train.velocity_weight")}),
+    ("+ `head_init_scale: 0.01`, `velocity_weight: 0.3`: **the defaults**", None, None),
+)
+
+
+def fix_table(name: str, key: str, label: str) -> Table:
+    """Baselines and the fix's steps on the demo test split; `key` picks the reference."""
+    rows = [Row(text, f"{key}.{b}") for text, b in BASELINES]
+    rows += [Row(text, f"{key}.model", f"metrics/fix/{stem}.json" if stem else "")
+             for text, stem, _ in FIX_STEPS]
+    return Table(name, metric_columns(), tuple(rows), file="metrics/evaluate.json", label=label,
+                 best="min")
+
+
+def field_table(name: str, file: str, rows: tuple[tuple[str, str, str], ...],
+                header: str = "value") -> Table:
+    """One column of figures from one file: rows of (label, key, format)."""
+    return Table(name, (Col(header),), tuple(Row(label, key, fmt=fmt) for label, key, fmt in rows),
+                 file=file, label="what")
+
+
+# Which command writes a file that a table reads (first match wins; {stem} = the file's stem;
+# a file no pattern matches is written by `dvc repro`).
+RUN: tuple[tuple[str, str], ...] = (
+    ("metrics/ablations/grid/*.json",
+     "python scripts/ablations.py -S 'index.corpora=[grid]' -S index.roots.grid=../shared/grid "
+     "-S split.by=clip && mkdir -p metrics/ablations/grid && "
+     "mv metrics/ablations/kf-*.json metrics/ablations/grid/"),
+    ("metrics/ablations/*.json", "python scripts/ablations.py"),
+    *((f"metrics/fix/{stem}.json",
+       "dvc exp run " + " ".join(f"-S {k}={v}" for k, v in sets.items())
+       + f" && mkdir -p metrics/fix && cp metrics/evaluate.json metrics/fix/{stem}.json")
+      for _, stem, sets in FIX_STEPS if stem),
+    ("bench/results/landmarks_grid.json",
+     "python bench/landmarks.py --corpus grid --repeats 3 --out bench/results/landmarks_grid.json"),
+    ("bench/results/landmarks.json", "python bench/landmarks.py --corpus demo --repeats 3"),
+    ("bench/results/demo_detector.json", "python bench/demo_detector.py --stride 2"),
+    ("bench/results/features_tiny.json", "python bench/features.py --tiny --sizes 30 250"),
+    ("bench/results/*.json", "python bench/{stem}.py"),
+)
+
+
+COUNT, SECONDS, PX, SHARE = "{:,}", "{:.1f}", "{:.3f}", "{:.1%}"
+STAGES = ("demo", "index", "landmarks", "audio", "features", "windows")
+
+TABLES: tuple[Table, ...] = (
+    # ---- README.md: Results
+    Table("stage-times", (Col("clips processed", "processed", fmt=COUNT),
+                          Col("rejected", "rejected", fmt=COUNT),
+                          Col("seconds", "seconds", fmt=SECONDS)),
+          tuple(Row(f"`{s}`", file=f"metrics/{s}.json") for s in STAGES), label="stage"),
+    Table("demo-split", (Col("train", "train"), Col("val", "val"), Col("test", "test")),
+          (Row("clips", "clips_per_split", "metrics/index.json"),
+           Row("windows (1 s, stride `windows.stride_frames`)", "windows_per_split",
+               "metrics/windows.json")), fmt=COUNT, label="split"),
+    ablation_table("demo-ablations", "metrics/ablations"),
+    Table("demo-groundtruth", metric_columns(),
+          tuple(Row(label, f"corpora.demo.vs_ground_truth.{k}") for label, k in (
+              ("Proposed", "model"), ("baseline: identity held still", "identity"),
+              ("baseline: mean motion", "mean_motion"),
+              ("the landmark detector (the floor for a model trained on its tracks)",
+               "detector"))),
+          file="metrics/evaluate.json", label="vs the generator's ground truth"),
+    field_table("emotion-head", "metrics/evaluate.json", (
+        ("test accuracy of the audio -> emotion head", "emotion_classifier.test_accuracy", SHARE),
+        ("chance (1 of 8 emotions)", "emotion_classifier.chance", SHARE),
+        ("test windows", "emotion_classifier.test_windows", COUNT))),
+    ablation_table("grid-ablations", "metrics/ablations/grid"),
+
+    # ---- docs/demo.md
+    field_table("demo-figures", "metrics/demo.json", (
+        ("clips", "clips", COUNT), ("speakers", "speakers", COUNT),
+        ("emotions", "emotions", COUNT), ("levels", "levels", COUNT),
+        ("frames", "frames", COUNT),
+        ("total duration, s", "duration_s.total", SECONDS),
+        ("clip duration, s: min", "duration_s.min", "{:.2f}"),
+        ("clip duration, s: mean", "duration_s.mean", "{:.2f}"),
+        ("clip duration, s: max", "duration_s.max", "{:.2f}"),
+        ("stage wall time, s", "seconds", SECONDS),
+        ("clips whose decoded frame count = n_frames", "decode.frames_match", COUNT),
+        ("video codec", "decode.video_codecs", "{}"), ("frame rate, fps", "decode.fps", "{:g}"),
+        ("audio codec", "decode.audio_codecs", "{}"),
+        ("audio sample rate, Hz", "decode.sample_rates_hz", "{}"),
+        ("largest abs(audio - video duration), s", "decode.max_av_duration_diff_s", PX),
+        ("energy vs mouth opening: pooled r at lag 0", "sync.corr_lag0", PX),
+        ("energy vs mouth opening: pooled r at its peak", "sync.corr_peak", PX),
+        ("lag of that peak, frames (positive: the mouth leads)", "sync.peak_lag_frames", "{}"),
+        ("lag of that peak, sub-frame", "sync.peak_lag_frames_subframe", PX),
+        ("visual lead built in (`visual_lead_ms`), frames", "sync.visual_lead_frames", "{:.2f}"),
+        ("per-clip median r at the peak lag", "sync.per_clip_corr_at_peak_median", PX),
+        ("p/b/m closure events", "lip_closure.bilabial_events", COUNT),
+        ("largest inner-lip gap at a closure, px", "lip_closure.max_gap_px", PX),
+        ("median peak mouth opening, px", "lip_closure.median_peak_opening_px", "{:.2f}"))),
+    Table("demo-detector", (Col("frames", "frames", fmt=COUNT),
+                            Col("found", "detection_rate", fmt="{:.2%}"),
+                            Col("mean px", "mean_error_px"), Col("median px", "median_error_px"),
+                            Col("p95 px", "p95_error_px"), Col("still px", "still_baseline_px")),
+          (Row("all", "overall"), Row("{key}", "per_emotion.*"), Row("{key}", "per_speaker.*")),
+          file="bench/results/demo_detector.json", label="group"),
+
+    # ---- docs/landmarks.md
+    Table("landmarks-bench", (Col("demo corpus", file="bench/results/landmarks.json"),
+                              Col("GRID s1", file="bench/results/landmarks_grid.json")),
+          tuple(Row(label, key, fmt=fmt) for label, key, fmt in (
+              ("clips", "clips", COUNT), ("workers", "workers", COUNT),
+              ("repeats (medians over them)", "repeats", COUNT),
+              ("frames", "throughput.frames", COUNT),
+              ("stage, frames/s", "throughput.stage_fps", "{:.0f}"),
+              ("naive per-frame HOG detect + predict, frames/s", "throughput.naive_fps", "{:.0f}"),
+              ("stage / naive", "throughput.speedup_vs_naive", "{:.1f}x"),
+              ("predictor alone on the same crops (the bound), frames/s",
+               "throughput.predictor_bound_fps", "{:.0f}"),
+              ("stage / bound, wall clock", "throughput.share_of_bound", "{:.0%}"),
+              ("CPU ms per frame: stage (incl. ffmpeg)", "throughput.cpu_ms_per_frame.stage",
+               "{:.2f}"),
+              ("CPU ms per frame: predictor alone", "throughput.cpu_ms_per_frame.bound", "{:.2f}"),
+              ("share of the bound by CPU time", "throughput.cpu_share_of_bound", "{:.0%}"),
+              ("frames with a face", "throughput.face_frame_share", SHARE),
+              ("still-point jitter, crop px: stage", "jitter_px.stage", PX),
+              ("still-point jitter, crop px: naive", "jitter_px.naive_per_frame", PX),
+              ("error vs the generator's landmarks, crop px: stage",
+               "groundtruth_error_px.stage", PX),
+              ("error vs the generator's landmarks, crop px: naive",
+               "groundtruth_error_px.naive_per_frame", PX))),
+          label="`bench/landmarks.py`"),
+    field_table("landmarks-mead", "bench/results/landmarks.json", (
+        ("frames", "mead_1080p.frames", COUNT),
+        ("stage (one process), frames/s", "mead_1080p.stage_fps", "{:.0f}"),
+        ("naive full-resolution per-frame loop, frames/s", "mead_1080p.naive_fps", "{:.1f}"),
+        ("stage / naive", "mead_1080p.speedup", "{:.1f}x"),
+        ("frames with a face", "mead_1080p.face_frame_share", SHARE))),
+    field_table("landmarks-stage", "metrics/landmarks.json", (
+        ("clips", "clips", COUNT), ("rejected", "rejected", COUNT), ("frames", "frames", COUNT),
+        ("frames with a face", "face_frame_share", SHARE),
+        ("detector runs per frame", "detections_per_frame", PX),
+        ("frames/s (stage wall clock)", "frames_per_s", "{:.0f}"),
+        ("workers", "workers", COUNT), ("backend / detector", "backend", "{}"),
+        ("still-point jitter, crop px", "jitter_px", PX),
+        ("error vs the generator's landmarks, crop px", "groundtruth.mean_px", PX),
+        ("  {key}", "groundtruth.per_emotion_px.*", PX))),
+
+    # ---- docs/data.md
+    *(Table(name, (Col("audio s", "audio_seconds", fmt=SECONDS),
+                   Col("stage RTF", "stage.real_time_factor", fmt="{:.1f}x"),
+                   Col("naive RTF", "naive.real_time_factor", fmt="{:.1f}x"),
+                   Col("stage peak RSS MB", "stage.peak_rss_mb", fmt="{:,.0f}"),
+                   Col("naive peak RSS MB", "naive.peak_rss_mb", fmt="{:,.0f}")),
+            (Row("{clips} clips", "sizes.*"),), file=f"bench/results/{name.replace('-', '_')}.json",
+            label="GRID clips") for name in ("features", "features-tiny")),
+
+    # ---- docs/model.md
+    fix_table("fix-reference", "overall", "vs the detector's landmarks"),
+    fix_table("fix-groundtruth", "corpora.demo.vs_ground_truth", "vs the demo ground truth"),
+    Table("kan-heads", (Col("median ms", "median_ms", fmt="{:.0f}"), Col("min ms", "min_ms", fmt="{:.0f}"),
+                        Col("saved for backward MB", "memory_mb", fmt="{:.1f}"),
+                        Col("params", "params", fmt=COUNT)),
+          tuple(Row(f"{{threads}} thread(s): {label}", f"runs.{i}.heads.{key}")
+                for i in (0, 1) for label, key in (
+                    ("KAN (ours)", "kan"), ("matched MLP", "mlp_matched"),
+                    ("Cox-de Boor KAN (efficient-kan style)", "kan_cox_de_boor"),
+                    ("same-width MLP [68, 512, 68]", "mlp_same_width"))),
+          file="bench/results/kan.json", label="head [68, 512, 68], forward + backward"),
+    Table("kan-ratios", (Col("KAN / matched MLP (median)", "ratios_of_median.kan_over_mlp_matched"),
+                         Col("KAN / matched MLP (min)", "ratios_of_min.kan_over_mlp_matched"),
+                         Col("Cox-de Boor / KAN (median)", "ratios_of_median.cox_de_boor_over_kan"),
+                         Col("training step, default model, s",
+                             "train_step_batch32.model_default.median_s"),
+                         Col("training step, KAN [68, 512, 68], s",
+                             "train_step_batch32.model_kan512.median_s")),
+          (Row("{threads} thread(s)", "runs.*"),), file="bench/results/kan.json",
+          fmt="{:.2f}", label="threads"),
+
+    # ---- docs/training.md
+    field_table("train-last-epoch", "dvclive/train/metrics.json", (
+        ("last epoch logged (0-based)", "step", "{}"), ("train loss", "train.loss", "{:.5f}"),
+        ("val loss (the paper's MSE)", "val.loss", "{:.5f}"),
+        *((f"val {m}, crop px", f"val.{m}", PX) for m in METRICS),
+        ("learning rate", "lr", "{:.2e}"))),
+    field_table("train-throughput", "bench/results/train.json", (
+        ("data", "data", "{}"), ("batch size", "batch_size", COUNT), ("threads", "threads", COUNT),
+        ("steps timed (median)", "steps", COUNT), ("parameters, M", "params_M", "{:.2f}"),
+        ("windows/s", "windows_per_s", SECONDS),
+        ("windows/s on one preloaded batch (compute only)", "compute_only_windows_per_s", SECONDS),
+        ("peak RSS, MB", "peak_rss_mb", "{:,.0f}"))),
+
+    # ---- docs/predict.md
+    Table("predict-speed", (Col("model", "rtf.model"), Col("model, batch 1", "rtf.model_naive_batch1"),
+                            Col("features (log-mel + wav2vec2)", "rtf.features"),
+                            Col("render mp4", "rtf.render_mp4"),
+                            Col("all but loading", "rtf.end_to_end_excl_load")),
+          (Row("{key}", "lengths.*"),), file="bench/results/predict.json", label="audio"),
+    field_table("predict-run", "bench/results/predict.json", (
+        ("loading (checkpoint, wav2vec2, dlib), s", "load_s.total", SECONDS),
+        ("peak RSS, MB", "peak_rss_mb", "{:,.0f}"), ("parameters, M", "params_M", "{:.2f}"),
+        ("torch threads", "threads", COUNT), ("stride, frames", "stride_frames", COUNT),
+        ("load average (1, 5, 15 min) at the end", "load_average_1_5_15", "{:.1f}"))),
+
+    # ---- docs/reliability.md
+    field_table("faults-corpus", "bench/results/faults_corpus.json", (
+        ("clips", "clips", COUNT), ("corrupted", "corrupted", COUNT),
+        ("rejected", "rejected", COUNT),
+        ("exactly the corrupted clips rejected", "exactly_the_corrupted_rejected", "{}"),
+        ("corrupted but not rejected", "missed", "{}"),
+        ("rejected but not corrupted", "false_rejects", "{}"),
+        ("rejected by another stage or for another reason", "wrong_stage_or_reason", "{}"),
+        ("rejected by two stages", "rejected_by_two_stages", "{}"),
+        ("rejects {key}", "rejects_by_reason.*", COUNT),
+        ("exit code of {key}", "exit_codes.*", "{}"),
+        ("seconds in {key}", "stage_seconds.*", SECONDS),
+        ("seconds to build the corpus", "build_seconds", SECONDS))),
+)
+
+
+# ---- reading the JSON ---------------------------------------------------------------------
+
+class Missing:
+    """A cell whose file is absent: the table says so, with the command that writes it."""
+
+    def __init__(self, pattern: str):
+        self.pattern = pattern
+
+    @property
+    def command(self) -> str:
+        for glob, command in RUN:
+            if fnmatch.fnmatch(self.pattern, glob):
+                return command.format(stem=Path(self.pattern).stem)
+        return "dvc repro"
+
+
+ABSENT = object()   # the file exists but has no such key
+
+
+def records(root: Path, pattern: str) -> list:
+    """The parsed JSON of every file matching `pattern` under root, in sorted order."""
+    return [json.loads(p.read_text()) for p in sorted(root.glob(pattern)) if p.is_file()]
+
+
+def lookup(record, key: str):
+    for part in filter(None, key.split(".")):
+        if isinstance(record, dict) and part in record:
+            record = record[part]
+        elif isinstance(record, list) and part.lstrip("-").isdigit() and -len(record) <= int(part) < len(record):
+            record = record[int(part)]
+        else:
+            return ABSENT
+    return record
+
+
+def source(table: Table, row: Row, col: Col) -> str:
+    return col.file or row.file or table.file
+
+
+def join(*keys: str) -> str:
+    return ".".join(k for k in keys if k)
+
+
+def expand(root: Path, table: Table) -> list[tuple[Row, str]]:
+    """Rows with a `*` key become one row per entry; each with its label filled in."""
+    out = []
+    for row in table.rows:
+        files = records(root, source(table, row, table.columns[0]))
+        if not row.key.endswith("*") or not files:
+            out.append((row, _label(row.label, row.key, files[0] if files else {})))
+            continue
+        parent = lookup(files[0], row.key[:-1].rstrip("."))
+        keys = (list(parent) if isinstance(parent, dict) else
+                [str(i) for i in range(len(parent))] if isinstance(parent, list) else [])
+        for k in keys:
+            sub = Row(row.label, row.key[:-1] + k, row.file, row.fmt)
+            out.append((sub, _label(row.label, sub.key, files[0])))
+    return out
+
+
+class _Fields(dict):
+    def __missing__(self, name: str) -> str:
+        return "*"
+
+
+def _label(template: str, key: str, record) -> str:
+    """The row label: `{key}` is the last part of the row's key, `{name}` the field `name` of
+    the nearest object along that key (e.g. `{threads}` of `runs.0` for `runs.0.heads.kan`)."""
+    fields = _Fields(key=key.rsplit(".", 1)[-1])
+    for part in ["", *filter(None, key.split("."))]:
+        record = lookup(record, part)
+        if isinstance(record, dict):
+            fields.update({k: v for k, v in record.items() if not isinstance(v, (dict, list))})
+    return template.format_map(fields)
+
+
+def value(root: Path, table: Table, row: Row, col: Col):
+    """A number, text, list, (mean, sd, n) over several files, ABSENT, or Missing."""
+    pattern = source(table, row, col)
+    found = records(root, pattern)
+    if not found:
+        return Missing(pattern)
+    vals = [lookup(r, join(row.key, col.key)) for r in found]
+    if len(vals) == 1:
+        return vals[0]
+    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in vals):
+        return (statistics.mean(vals), statistics.stdev(vals), len(vals))
+    return vals[-1]
+
+
+# ---- formatting ---------------------------------------------------------------------------
+
+def fmt(v, template: str) -> str:
+    if v is ABSENT or v is None:
+        return "n/a"
+    if isinstance(v, tuple):                       # several files: seeds
+        mean, sd, _ = v
+        return f"{fmt(mean, template)} ± {fmt(sd, template)}"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, (list, dict)):
+        return ", ".join(fmt(x, template) for x in v) if v else "none"
+    if isinstance(v, str):
+        return v
+    try:
+        return template.format(v)
+    except (ValueError, TypeError):
+        return str(v)
+
+
+def numeric(v) -> float | None:
+    if isinstance(v, tuple):
+        return v[0]
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+
+def render(root: Path, table: Table) -> str:
+    """The table's Markdown (with a comment naming its sources), ending in a newline."""
+    rows = expand(root, table)
+    grid = [[value(root, table, row, col) for col in table.columns] for row, _ in rows]
+    files = sorted({source(table, row, col) for row, _ in rows for col in table.columns})
+    lines = [f"<!-- generated by `python scripts/tables.py` from {', '.join(files)}: "
+             "edit its spec there, not this table -->", "",
+             "| " + " | ".join([table.label] + [c.header for c in table.columns]) + " |",
+             "|---|" + "---:|" * len(table.columns)]
+    blank = [""] * (len(table.columns) - 1)
+    missing = [v for line in grid for v in line if isinstance(v, Missing)]
+    if missing and len(missing) == sum(map(len, grid)):
+        commands = dict.fromkeys(m.command for m in missing)
+        text = "not measured yet: run " + "; ".join(f"`{c}`" for c in commands)
+        return "\n".join(lines + [f"| {text} | " + " | ".join(blank + [""]) + " |", "", ""])
+    bold = _best(table, grid)
+    notes = {}
+    for (row, label), line in zip(rows, grid):
+        if line and all(isinstance(v, Missing) for v in line):
+            lines.append(f"| {label} | not measured yet: run `{line[0].command}` | "
+                         + " | ".join(blank) + " |")
+            continue
+        cells = []
+        for j, (col, v) in enumerate(zip(table.columns, line)):
+            if isinstance(v, Missing):
+                notes[v.pattern] = v.command
+                cells.append("not measured yet")
+                continue
+            s = fmt(v, row.fmt or col.fmt or table.fmt)
+            cells.append(f"**{s}**" if (j, id(line)) in bold else s)
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines.append("")
+    lines += [f"Not measured yet: `{p}` (run `{c}`).\n" for p, c in notes.items()]
+    return "\n".join(lines) + "\n"
+
+
+def _best(table: Table, grid: list[list]) -> set[tuple[int, int]]:
+    if not table.best:
+        return set()
+    out = set()
+    for j in range(len(table.columns)):
+        nums = [(numeric(line[j]), id(line)) for line in grid]
+        nums = [(x, i) for x, i in nums if x is not None]
+        if nums:
+            best = (min if table.best == "min" else max)(x for x, _ in nums)
+            out |= {(j, i) for x, i in nums if x == best}
+    return out
+
+
+# ---- documents ----------------------------------------------------------------------------
+
+class TableError(Exception):
+    """A document's markers cannot be filled: exit 2 with one line."""
+
+
+def documents(root: Path) -> list[Path]:
+    return [p for pattern in DOCUMENTS for p in sorted(root.glob(pattern))]
+
+
+def regenerate(root: Path, text: str, where: str) -> tuple[str, list[str]]:
+    """The document with every table rewritten, and the names of those that changed."""
+    specs = {t.name: t for t in TABLES}
+    changed = []
+
+    def sub(m: re.Match) -> str:
+        name = m["name"]
+        if name not in specs:
+            raise TableError(f"{where}: no table spec named {name!r} in scripts/tables.py "
+                             f"(known: {', '.join(specs)})")
+        body = render(root, specs[name])
+        if body != m["body"]:
+            changed.append(name)
+        return f"<!-- table: {name} -->\n{body}<!-- /table -->"
+
+    out = MARKER.sub(sub, text)
+    opened = text.count("<!-- table: ")
+    if opened != len(MARKER.findall(text)):
+        raise TableError(f"{where}: a `<!-- table: NAME -->` marker without its "
+                         "`<!-- /table -->` (or with text the markers cannot hold)")
+    return out, changed
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--check", action="store_true",
+                    help="change nothing; exit 1 naming each table that differs from its JSON")
+    ap.add_argument("--list", action="store_true", help="each table, where it sits, what it reads")
+    ap.add_argument("--root", type=Path, default=REPO, help="repository root (default: this one)")
+    args = ap.parse_args(argv)
+    root = args.root.resolve()
+    stale, placed = [], {}
+    for doc in documents(root):
+        rel = doc.relative_to(root).as_posix()
+        text = doc.read_text()
+        try:
+            new, changed = regenerate(root, text, rel)
+        except TableError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        for m in MARKER.finditer(text):
+            placed.setdefault(m["name"], []).append(rel)
+        stale += [f"{rel}: table {name}" for name in changed]
+        if changed and not args.check and not args.list:
+            doc.write_text(new)
+    if args.list:
+        for t in TABLES:
+            files = sorted({source(t, r, c) for r in t.rows for c in t.columns})
+            print(f"{t.name}: in {', '.join(placed.get(t.name, ['(not placed)']))}; reads {', '.join(files)}")
+        return 0
+    unplaced = [t.name for t in TABLES if t.name not in placed]
+    if unplaced:
+        print(f"warning: table specs not placed in any document: {', '.join(unplaced)}",
+              file=sys.stderr)
+    if args.check and stale:
+        print("stale tables (run `python scripts/tables.py` and commit):\n  " + "\n  ".join(stale),
+              file=sys.stderr)
+        return 1
+    verb = "stale" if args.check else "rewritten"
+    print(f"tables: {len(placed)} placed, {len(stale)} {verb}"
+          + (f" ({', '.join(s.split(': table ')[1] for s in stale)})" if stale else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
