@@ -29,7 +29,7 @@ import soundfile as sf
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests" / "train"))  # the tests' synthetic windows
 
 from kfusion.config import load  # noqa: E402
 from kfusion.pipeline.media.ffmpeg import ffmpeg_binary  # noqa: E402
@@ -45,9 +45,9 @@ def checkpoint(tmp: Path, params: str) -> tuple[Path, str]:
     best = ROOT / "models" / "best.pt"
     if best.is_file():
         return best, str(best)
-    from kfusion.pipeline.training.dataset import write_synthetic_windows
-    from kfusion.pipeline.training.loop import train
     import dataclasses
+    from kfusion.pipeline.training.loop import train
+    from train_helpers import write_synthetic_windows
     cfg = load(params)
     cfg = dataclasses.replace(cfg, device="cpu", train=dataclasses.replace(
         cfg.train, epochs=1, resume=False, resume_dir=str(tmp / "resume"), out=str(tmp / "models"),

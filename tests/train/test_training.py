@@ -8,7 +8,9 @@ import pytest
 import torch
 
 from kfusion.pipeline.training.dataset import WindowDataset, data_fingerprint
-from kfusion.pipeline.training.loop import NonFiniteLoss, _Interrupt, load_checkpoint, train
+from kfusion.pipeline.training.emotion import pooled_windows
+from kfusion.pipeline.training.checkpoint import load_checkpoint
+from kfusion.pipeline.training.loop import NonFiniteLoss, _Interrupt, train
 from torch.utils.data import DataLoader
 
 
@@ -94,3 +96,12 @@ def test_nan_loss_later_keeps_the_last_good_checkpoint(tiny_cfg, windows: Path, 
     with pytest.raises(NonFiniteLoss):
         train(tiny_cfg(), windows, tmp_path / "models", builders=(build_model, loss_that_breaks))
     assert load_checkpoint(tmp_path / "models" / "last.pt")["epoch"] == 1
+
+
+def test_max_windows_fits_the_emotion_head_on_those_windows(tiny_cfg, windows: Path, tmp_path):
+    # train.max_windows: 10 of 48 windows; the head's features and labels are both those 10
+    ds = WindowDataset(windows / "train", max_windows=10)
+    x, y = pooled_windows(ds, step=4)
+    assert x.shape == (10, 768 + 2 * 16) and y.tolist() == ds.arrays()["emotion"][:10].tolist()
+    r = train(tiny_cfg(epochs=1, max_windows=10), windows, tmp_path / "models")
+    assert r.emotion_classifier["train_windows"] == 10
