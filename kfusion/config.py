@@ -196,7 +196,8 @@ class ModelConfig:
     fusion_channels: int = _f(32, lo=4, hi=1024,
                               doc="hidden channels of KFusion's bottleneck blocks B")
     dropout: float = _f(0.1, lo=0.0, hi=0.9)
-    emotion_embedding: Literal["label", "predicted"] = _f("label")
+    emotion_embedding: Literal["label"] = _f("label", doc="w of Eq. 7: a learned vector per "
+                                                     "emotion label")
     coord_low_px: float = _f(56.0, doc="min-max bounds for normalised coordinates (authors' 56)")
     coord_high_px: float = _f(243.0, doc="(authors' 243) in the 256 crop")
     mel_norm: Literal["window", "none"] = _f(

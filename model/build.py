@@ -41,7 +41,6 @@ class KFusionModel(nn.Module):
         self.content_domain = ContentDomain(
             w2v_dim=W2V_DIM, n_emotions=len(EMOTIONS), n_tokens=n_tokens, n_points=N_POINTS,
             n_mouth=len(mouth), lstm=mcfg.lstm, lstm_hidden=mcfg.lstm_hidden,
-            emotion_embedding=mcfg.emotion_embedding,
             local_attention_s=mcfg.local_attention_s, **sizes)
         face_branches = 1 + mcfg.lstm + mcfg.global_domain  # f, gb, ct
         mouth_branches = mcfg.lstm + mcfg.global_domain  # m, gb_m

@@ -302,11 +302,9 @@ def test_emotion_variable_is_per_sample_and_learned():
     assert model.content_domain.emotion.weight.requires_grad
 
 
-def test_predicted_emotion_needs_no_label():
-    model = build_model(tiny_cfg(emotion_embedding="predicted")).eval()
+def test_the_emotion_label_is_required():
     batch = {k: v for k, v in make_batch(2).items() if k != "emotion"}
-    assert model(batch).shape == (2, 30, 68, 2)
-    logits = model.content_domain.emotion_logits(batch["w2v"].float())
-    assert logits.shape == (2, 8)
     with pytest.raises(ValueError, match="emotion"):
         build_model(tiny_cfg())(batch)
+    with pytest.raises(ConfigError, match="emotion_embedding"):  # the unsupervised mode is gone
+        tiny_cfg(emotion_embedding="predicted")
