@@ -241,6 +241,9 @@ class TrainConfig:
                              "which DVC deletes before a run)")
     deterministic: bool = _f(True, doc="torch deterministic algorithms (warn-only) + seeded "
                                        "loaders; bit-identical resume on CPU")
+    kan_update_grid_every_epochs: int = _f(
+        0, lo=0, doc="refit the KAN head's spline grids to its inputs (KAN.update_grid, on 128 "
+                     "training windows) after every N epochs; 0 = never, as the paper")
     max_windows: int = _f(0, lo=0, doc="use at most this many training windows (0 = all); "
                                        "for smoke runs and benchmarks")
     threads: int = _f(1, lo=0, hi=256,

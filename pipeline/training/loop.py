@@ -15,7 +15,12 @@ epoch, history) is written atomically to `train.resume_dir/state.pt`, keyed by a
 config and the data fingerprint (DVC deletes a stage's outs before running it, so this cannot
 live under `models/`). A re-run with the same key continues after the last finished epoch
 and, on CPU, ends bit-identical to an uninterrupted run (tolerance 0; see docs/training.md).
-A finished run deletes its resume state.
+A finished run deletes its resume state. What a checkpoint holds, and the one reader that
+evaluation and predict share: `kfusion.pipeline.training.checkpoint`.
+
+One run, in order: `_set_up` (seed, data, model, optimizer, schedule), `_resume`, then per
+epoch `_run_epoch` (train, step the schedule, validate) and `_save_epoch` (best.pt, last.pt,
+resume state), and `_finish` (the emotion head into both checkpoints, drop the resume state).
 
 Distributed: under `torchrun` (WORLD_SIZE > 1) the same code wraps the model in
 DistributedDataParallel (NCCL on CUDA, gloo on CPU); rank 0 validates, writes checkpoints and
@@ -39,16 +44,19 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader, DistributedSampler, default_collate
 
 from kfusion.config import Config, to_dict
 from kfusion.device import resolve_device
+from kfusion.model.kan import KAN
 from kfusion.pipeline.io import StageError, progress, write_json
 from kfusion.pipeline.training.checkpoint import (CHECKPOINT_VERSION, add_emotion_head,
                                                   load_checkpoint, save_checkpoint)
 from kfusion.pipeline.training.dataset import WindowDataset, data_fingerprint, encoder_info, model_inputs
 from kfusion.pipeline.training.emotion import fit_emotion_head
 from kfusion.pipeline.training.metrics import MetricTable
+
+KAN_GRID_WINDOWS = 128   # training windows whose head inputs set refitted KAN grids
 
 
 class NonFiniteLoss(StageError):
@@ -386,6 +394,9 @@ def _run_epoch(run: _Run, epoch: int) -> dict[str, float]:
     run.train_loader.generator.manual_seed(cfg.seed + epoch)
     train_loss = train_epoch(run.model, run.train_loader, run.opt, run.scaler, cfg, run.loss_fn,
                              d, epoch, run.amp)
+    every = cfg.train.kan_update_grid_every_epochs
+    if every and (epoch + 1) % every == 0:
+        update_kan_grid(run)
     lr = run.opt.param_groups[0]["lr"]
     run.sched.step()
     record: dict[str, float] = {"epoch": epoch + 1, "train/loss": train_loss, "lr": lr}
@@ -394,6 +405,28 @@ def _run_epoch(run: _Run, epoch: int) -> dict[str, float]:
                                run.amp))
     run.history.append(record)
     return record
+
+
+@torch.no_grad()
+def update_kan_grid(run: _Run) -> None:
+    """Refit the KAN head's grids (KAN.update_grid) to what it reads on a seeded sample of
+    KAN_GRID_WINDOWS training windows; the same sample on every rank keeps ranks identical.
+    The grids are buffers of the model, so checkpoints and the resume state carry them."""
+    model = _unwrap(run.model)
+    head = getattr(getattr(model, "kfusion", None), "head", None)
+    if not isinstance(head, KAN):
+        return   # fusion: mlp or none has no grid
+    rows = torch.randperm(len(run.train_ds), generator=torch.Generator().manual_seed(run.cfg.seed))
+    batch = default_collate([run.train_ds[int(i)] for i in rows[:KAN_GRID_WINDOWS]])
+    seen: list[torch.Tensor] = []
+    hook = head.register_forward_pre_hook(lambda module, args: seen.append(args[0]))
+    model.eval()
+    try:
+        with torch.autocast(run.d.device.type, dtype=torch.float16, enabled=run.amp):
+            model(model_inputs(batch, run.d.device))
+    finally:
+        hook.remove()
+    head.update_grid(seen[0].float())   # x'_f (B, n_frames, 2, 68): rows of 68 points
 
 
 def _rng_states(d: Dist) -> list[dict[str, Any] | None]:
