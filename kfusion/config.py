@@ -243,7 +243,8 @@ class TrainConfig:
                                        "loaders; bit-identical resume on CPU")
     kan_update_grid_every_epochs: int = _f(
         0, lo=0, doc="refit the KAN head's spline grids to its inputs (KAN.update_grid, on 128 "
-                     "training windows) after every N epochs; 0 = never, as the paper")
+                     "training windows) after every N epochs; 0 = never (the paper names no grid "
+                     "update)")
     max_windows: int = _f(0, lo=0, doc="use at most this many training windows (0 = all); "
                                        "for smoke runs and benchmarks")
     threads: int = _f(1, lo=0, hi=256,
