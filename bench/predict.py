@@ -29,7 +29,7 @@ import soundfile as sf
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests" / "train"))  # the tests' synthetic windows
 
 from kfusion.config import load  # noqa: E402
 from kfusion.pipeline.media.ffmpeg import ffmpeg_binary  # noqa: E402
@@ -45,9 +45,9 @@ def checkpoint(tmp: Path, params: str) -> tuple[Path, str]:
     best = ROOT / "models" / "best.pt"
     if best.is_file():
         return best, str(best)
-    from kfusion.pipeline.training.dataset import write_synthetic_windows
-    from kfusion.pipeline.training.loop import train
     import dataclasses
+    from kfusion.pipeline.training.loop import train
+    from train_helpers import write_synthetic_windows
     cfg = load(params)
     cfg = dataclasses.replace(cfg, device="cpu", train=dataclasses.replace(
         cfg.train, epochs=1, resume=False, resume_dir=str(tmp / "resume"), out=str(tmp / "models"),
@@ -64,6 +64,22 @@ def speech(seconds: float, tmp: Path) -> Path:
     path = tmp / f"speech_{seconds:g}s.wav"
     sf.write(path, x, 16000, subtype="FLOAT")
     return path
+
+
+def naive_model_seconds(pred, audio: Path, r, stride_frames: int, repeats: int) -> list[float]:
+    """The model over the same windows as `r`, one window per call (batch 1); the features
+    are computed once more, untimed."""
+    from kfusion.shapes import EMOTIONS
+    from kfusion.pipeline.predict.predictor import clip_features, window_starts_for
+    mel, w2v = clip_features(decode_audio(audio), pred.cfg, pred.encoder(), torch.device("cpu"))
+    T = len(r.landmarks_crop)
+    starts = window_starts_for(T, pred.cfg.windows.frames, stride_frames)
+    out = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        pred._landmarks(mel, w2v, starts, r.identity.landmarks_crop, EMOTIONS.index(r.emotion), T, 1)
+        out.append(time.perf_counter() - t)
+    return out
 
 
 def main() -> int:
@@ -103,19 +119,7 @@ def main() -> int:
                              stride_frames=args.stride_frames)
             runs.append(r.timings_s)
         med = {step: statistics.median(run[step] for run in runs) for step in runs[0]}
-        # naive: the same windows, one per model call (features computed once more, untimed)
-        from kfusion.shapes import EMOTIONS
-        from kfusion.pipeline.predict.predictor import clip_features, window_starts_for
-        x = decode_audio(audio)
-        mel, w2v = clip_features(x, pred.cfg, pred.encoder(), torch.device("cpu"))
-        T = len(r.landmarks_crop)
-        starts = window_starts_for(T, pred.cfg.windows.frames, args.stride_frames)
-        naive = []
-        for _ in range(max(1, args.repeats)):
-            t = time.perf_counter()
-            pred._landmarks(mel, w2v, starts, r.identity.landmarks_crop,
-                            EMOTIONS.index(r.emotion), T, 1)
-            naive.append(time.perf_counter() - t)
+        naive = naive_model_seconds(pred, audio, r, args.stride_frames, max(1, args.repeats))
         pipeline_s = sum(v for k, v in med.items() if k not in ("render_mp4", "write_landmarks"))
         results[f"{seconds:g}s"] = {
             "audio_s": seconds, "frames": len(r.landmarks_crop), "windows": r.n_windows,

@@ -21,10 +21,11 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests" / "train"))  # the tests' synthetic windows
 
 from kfusion.config import load  # noqa: E402
-from kfusion.pipeline.training.dataset import WindowDataset, model_inputs, write_synthetic_windows  # noqa: E402
+from kfusion.pipeline.training.dataset import WindowDataset, model_inputs  # noqa: E402
+from train_helpers import write_synthetic_windows  # noqa: E402
 
 
 def main() -> int:

@@ -196,7 +196,8 @@ class ModelConfig:
     fusion_channels: int = _f(32, lo=4, hi=1024,
                               doc="hidden channels of KFusion's bottleneck blocks B")
     dropout: float = _f(0.1, lo=0.0, hi=0.9)
-    emotion_embedding: Literal["label", "predicted"] = _f("label")
+    emotion_embedding: Literal["label"] = _f("label", doc="w of Eq. 7: a learned vector per "
+                                                     "emotion label")
     coord_low_px: float = _f(56.0, doc="min-max bounds for normalised coordinates (authors' 56)")
     coord_high_px: float = _f(243.0, doc="(authors' 243) in the 256 crop")
     mel_norm: Literal["window", "none"] = _f(
@@ -240,6 +241,10 @@ class TrainConfig:
                              "which DVC deletes before a run)")
     deterministic: bool = _f(True, doc="torch deterministic algorithms (warn-only) + seeded "
                                        "loaders; bit-identical resume on CPU")
+    kan_update_grid_every_epochs: int = _f(
+        0, lo=0, doc="refit the KAN head's spline grids to its inputs (KAN.update_grid, on 128 "
+                     "training windows) after every N epochs; 0 = never (the paper names no grid "
+                     "update)")
     max_windows: int = _f(0, lo=0, doc="use at most this many training windows (0 = all); "
                                        "for smoke runs and benchmarks")
     threads: int = _f(1, lo=0, hi=256,

@@ -2,7 +2,7 @@
 
 forward(batch) takes the windows stage's arrays
     mel (B, 100, n_mels) log-mel at 100 frames/s, w2v (B, 49, 768) wav2vec2 states,
-    identity (B, 68, 2) crop px, emotion (B,) long (index into kfusion.config.EMOTIONS)
+    identity (B, 68, 2) crop px, emotion (B,) long (index into kfusion.shapes.EMOTIONS)
 and returns (B, 30, 68, 2) landmarks in crop px. Internally everything is in [-1, 1]
 units (model/loss.py); with `model.target: offset` the head predicts the displacement from
 the identity landmarks, with `absolute` the positions themselves.
@@ -14,27 +14,11 @@ import torch.nn as nn
 
 from kfusion.config import Config, ModelConfig
 from kfusion.device import resolve_device
-from kfusion.shapes import EMOTIONS, MOUTH_INDICES
 from kfusion.model.content_domain import ContentDomain
 from kfusion.model.global_domain import W2V_OFFSET_S, GlobalDomain
 from kfusion.model.kfusion import ConcatLinear, KFusion
 from kfusion.model.loss import from_unit, to_unit
-
-N_POINTS = 68
-W2V_DIM = 768
-W2V_RECEPTIVE, W2V_STRIDE = 400, 320  # samples at 16 kHz (wav2vec2's conv feature stack)
-
-
-def window_shapes(cfg: Config) -> dict[str, int | float]:
-    """Token counts of one window, derived from the config (1 s: 100 mel, 49 w2v, 30 frames)."""
-    window_s = cfg.windows.frames / cfg.landmarks.fps
-    samples = round(window_s * 16000)  # wav2vec2 always runs at 16 kHz
-    return {
-        "n_frames": cfg.windows.frames,
-        "n_tokens": (samples - W2V_RECEPTIVE) // W2V_STRIDE + 1,
-        "n_mels": cfg.features.n_mels,
-        "mel_rate_hz": cfg.audio.sample_rate_hz / cfg.features.hop_length,
-    }
+from kfusion.shapes import EMOTIONS, MOUTH_INDICES, N_POINTS, W2V_DIM, W2V_RATE_HZ, window_timing
 
 
 class KFusionModel(nn.Module):
@@ -50,14 +34,13 @@ class KFusionModel(nn.Module):
         if mcfg.global_domain:
             mel = mcfg.global_input == "mel"
             self.global_domain = GlobalDomain(
-                in_dim=n_mels if mel else W2V_DIM, rate_hz=mel_rate_hz if mel else 50.0,
+                in_dim=n_mels if mel else W2V_DIM, rate_hz=mel_rate_hz if mel else W2V_RATE_HZ,
                 offset_s=0.0 if mel else W2V_OFFSET_S, n_tokens=n_tokens, n_points=N_POINTS,
                 n_mouth=len(mouth), normalise=mel and mcfg.mel_norm == "window",
                 local_attention_s=mcfg.local_attention_s, **sizes)
         self.content_domain = ContentDomain(
             w2v_dim=W2V_DIM, n_emotions=len(EMOTIONS), n_tokens=n_tokens, n_points=N_POINTS,
             n_mouth=len(mouth), lstm=mcfg.lstm, lstm_hidden=mcfg.lstm_hidden,
-            emotion_embedding=mcfg.emotion_embedding,
             local_attention_s=mcfg.local_attention_s, **sizes)
         face_branches = 1 + mcfg.lstm + mcfg.global_domain  # f, gb, ct
         mouth_branches = mcfg.lstm + mcfg.global_domain  # m, gb_m
@@ -120,9 +103,11 @@ def build_model(cfg: Config) -> nn.Module:
     """The model on cfg.device, its initial weights a function of cfg.seed only (the
     global RNG is left as it was)."""
     device = resolve_device(cfg.device)
+    t = window_timing(cfg)  # the window's sizes and audio frame rates, from the config
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
-        model = KFusionModel(cfg.model, **window_shapes(cfg))
+        model = KFusionModel(cfg.model, n_tokens=t.n_tokens, n_frames=t.n_frames,
+                             n_mels=t.n_mels, mel_rate_hz=t.mel_rate_hz)
     return model.to(device)
 
 

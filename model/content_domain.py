@@ -3,12 +3,11 @@ then three branches on the same 49-token time axis: a Transformer branch guided 
 identity like the Global Domain's (ct, F wide) and two LSTMs (f: face, F wide; m: mouth,
 M wide).
 
-w is a learned embedding of the emotion (Eq. 7's intent), one 768-vector per emotion,
+w is a learned embedding of the emotion label (Eq. 7's intent), one 768-vector per emotion,
 initialised to ones so training starts from plain wav2vec2 features. (The authors' code
 multiplies by a softmax of the integer labels across the batch, under no_grad: not a
-learned variable, and it mixes samples.) With `emotion_embedding: predicted`, w is the
-probability-weighted mix of the embeddings under a small classifier on the pooled
-features; `emotion_logits` exposes that classifier so a trainer can supervise it.
+learned variable, and it mixes samples.) Where no label is known, `kfusion predict` takes
+one from the separate audio -> emotion head (pipeline/training/emotion.py).
 """
 from __future__ import annotations
 
@@ -22,15 +21,10 @@ class ContentDomain(nn.Module):
     def __init__(self, *, w2v_dim: int, n_emotions: int, n_tokens: int, n_points: int,
                  n_mouth: int, d_model: int, n_heads: int, encoder_layers: int,
                  decoder_layers: int, ff_mult: int, dropout: float, lstm: bool,
-                 lstm_hidden: int, emotion_embedding: str, local_attention_s: float = 0.0):
+                 lstm_hidden: int, local_attention_s: float = 0.0):
         super().__init__()
         self.emotion = nn.Embedding(n_emotions, w2v_dim)
         nn.init.ones_(self.emotion.weight)
-        self.predicted = emotion_embedding == "predicted"
-        if self.predicted:
-            self.emotion_classifier = nn.Sequential(
-                nn.LayerNorm(w2v_dim), nn.Linear(w2v_dim, d_model), nn.GELU(),
-                nn.Linear(d_model, n_emotions))
         sizes = dict(d_model=d_model, n_heads=n_heads, ff_mult=ff_mult, dropout=dropout)
         # one 768 -> d_model projection of x' shared by the three branches: reading the
         # 768-wide features once per branch would dominate the CPU step time
@@ -48,22 +42,16 @@ class ContentDomain(nn.Module):
             self.mouth_lstm = nn.LSTM(d_model, lstm_hidden, batch_first=True, bidirectional=True)
             self.mouth_out = nn.Linear(2 * lstm_hidden, 2 * n_mouth)
 
-    def emotion_logits(self, w2v: torch.Tensor) -> torch.Tensor:
-        """(B, T, 768) -> (B, n_emotions); only with emotion_embedding: predicted."""
-        return self.emotion_classifier(w2v.mean(1))
-
-    def emotion_variable(self, w2v: torch.Tensor, emotion: torch.Tensor | None) -> torch.Tensor:
+    def emotion_variable(self, emotion: torch.Tensor | None) -> torch.Tensor:
         """w of Eq. 7, (B, 768)."""
-        if self.predicted:
-            return self.emotion_logits(w2v).softmax(-1) @ self.emotion.weight
         if emotion is None:
-            raise ValueError("the batch has no 'emotion' (B,) long tensor; it is needed with "
-                             "model.emotion_embedding: label")
+            raise ValueError("the batch has no 'emotion' (B,) long tensor (the emotion ids, "
+                             "kfusion.shapes.EMOTIONS); w of Eq. 7 is that label's embedding")
         return self.emotion(emotion)
 
     def forward(self, w2v: torch.Tensor, v: torch.Tensor, emotion: torch.Tensor | None):
         """w2v (B, T, 768), v (B, 136) -> dict of ct (B, T, F) and, with LSTMs, f, m."""
-        x = w2v * self.emotion_variable(w2v, emotion)[:, None]  # Eq. 7, (B, T, 768)
+        x = w2v * self.emotion_variable(emotion)[:, None]  # Eq. 7, (B, T, 768)
         h = self.proj(x)  # (B, T, d)
         memory = self.encoder(h)  # (B, T, d)
         out = {"ct": self.decoder(v, memory, self.encoder.times(memory.shape[1], memory.device))}

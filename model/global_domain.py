@@ -20,8 +20,12 @@ import math
 import torch
 import torch.nn as nn
 
-W2V_HOP_S = 0.02  # wav2vec2: one frame per 320 samples at 16 kHz ...
-W2V_OFFSET_S = 0.0125  # ... centred 200 samples into its 400-sample receptive field
+from kfusion.shapes import ENCODER_SAMPLE_RATE_HZ, W2V_HOP_SAMPLES, W2V_RECEPTIVE_SAMPLES
+
+# wav2vec2 frame k covers samples 320 k .. 320 k + 400: frames are 0.02 s apart, and each
+# sits at the centre of its receptive field, 0.0125 s after its first sample
+W2V_HOP_S = W2V_HOP_SAMPLES / ENCODER_SAMPLE_RATE_HZ
+W2V_OFFSET_S = W2V_RECEPTIVE_SAMPLES / 2 / ENCODER_SAMPLE_RATE_HZ
 
 
 def time_encoding(times_s: torch.Tensor, dim: int) -> torch.Tensor:

@@ -14,7 +14,7 @@ checkpoint's recorded config, so a prediction input looks exactly like a trainin
   the same ffmpeg pipe (`kfusion.pipeline.media.video.iter_frames`); its crop-px landmarks are the identity;
 - features: `kfusion.pipeline.data.features.log_mel` and `wav2vec2_features` on the whole clip (the encoder
   the checkpoint's training data came from, including the seeded random fallback), then the
-  windows stage's span rule (`kfusion.pipeline.data.windows.spans`, `audio_starts`) for each window.
+  windows stage's span rule (`kfusion.shapes.window_timing`: spans and audio starts) for each window.
   Audio longer than `W2V_CHUNK_S` goes through wav2vec2 in chunks with context on both sides
   (self-attention over 10 minutes at once would need tens of GB); training clips are shorter
   than one chunk, so for them nothing differs.
@@ -27,7 +27,6 @@ window, its softmax averaged over windows; the argmax conditions all windows.
 """
 from __future__ import annotations
 
-import dataclasses
 import os
 import tempfile
 import time
@@ -38,18 +37,17 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from kfusion.config import Config, ConfigError, from_dict, to_dict
+from kfusion.config import Config, ConfigError
 from kfusion.device import resolve_device
-from kfusion.shapes import EMOTIONS
+from kfusion.pipeline.training.checkpoint import (CheckpointError, build_checkpoint_model,
+                                                  checkpoint_config, config_differences,
+                                                  emotion_head, read_checkpoint)
+from kfusion.shapes import (EMOTIONS, ENCODER_SAMPLE_RATE_HZ, N_POINTS, W2V_DIM, W2V_HOP_SAMPLES,
+                            W2V_RECEPTIVE_SAMPLES, n_w2v_frames, window_timing)
 
 DEFAULT_CHECKPOINT = Path("models/best.pt")
 W2V_CHUNK_S = 30.0      # audio per wav2vec2 pass beyond which the clip is chunked
 W2V_CONTEXT_S = 2.0     # extra audio on each side of a chunk, cut from its output
-W2V_STRIDE = 320        # samples per wav2vec2 frame at 16 kHz
-# Keys whose values shape what the model sees; a checkpoint must agree with params on them.
-INPUT_KEYS = (("features", ("n_mels", "n_fft", "win_length", "hop_length", "wav2vec2")),
-              ("windows", ("frames",)), ("landmarks", ("fps", "crop_px", "crop_scale")),
-              ("audio", ("sample_rate_hz",)))
 
 
 class PredictError(RuntimeError):
@@ -86,67 +84,14 @@ class PredictResult:
     timings_s: dict[str, float] = field(default_factory=dict)
 
 
-# ----------------------------------------------------------------------------- checkpoint
-def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    from kfusion.pipeline.training.loop import load_checkpoint
-    path = Path(path)
-    if not path.is_file():
-        raise PredictError(f"{path}: no such checkpoint; run `dvc repro` to train one, "
-                           f"or pass --checkpoint PATH")
-    try:
-        ckpt = load_checkpoint(path)
-    except Exception as e:
-        raise PredictError(f"{path}: not a readable checkpoint ({type(e).__name__}: "
-                           f"{str(e).splitlines()[0] if str(e) else ''})") from None
-    if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
-        raise PredictError(f"{path}: not a kfusion checkpoint (no model weights and config); "
-                           f"use models/best.pt or models/last.pt from the train stage")
-    return ckpt
-
-
-def checkpoint_config(ckpt: dict[str, Any], path: Path) -> Config:
-    try:
-        return from_dict(ckpt["config"], f"{path} (its recorded config)")
-    except ConfigError as e:
-        raise PredictError(f"{path}: written with another version of kfusion's config ({e}); "
-                           f"retrain with `dvc repro`") from None
-
-
-def _flat(d: dict, prefix: str = "") -> dict[str, Any]:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
-def config_differences(trained: Config, current: Config) -> list[str]:
-    """'key: checkpoint value vs params value' for model keys and input-shaping keys."""
-    a = {"model": to_dict(trained.model)}
-    b = {"model": to_dict(current.model)}
-    for section, keys in INPUT_KEYS:
-        a[section] = {k: getattr(getattr(trained, section), k) for k in keys}
-        b[section] = {k: getattr(getattr(current, section), k) for k in keys}
-    fa, fb = _flat(a), _flat(b)
-    return [f"{k}: {fa[k]!r} in the checkpoint, {fb[k]!r} in params" for k in fa if fa[k] != fb[k]]
-
-
-def build_checkpoint_model(cfg: Config, ckpt: dict[str, Any], path: Path,
-                           device: torch.device) -> torch.nn.Module:
-    """The model its recorded config builds, with the checkpoint's weights (strictly)."""
-    from kfusion.model.build import build_model
-    model = build_model(dataclasses.replace(cfg, device="cpu"))
-    try:
-        model.load_state_dict(ckpt["model"], strict=True)
-    except RuntimeError as e:
-        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-        detail = "; ".join(lines[1:3]) if len(lines) > 1 else lines[0] if lines else ""
-        raise PredictError(f"{path}: its weights do not fit the model its config builds with "
-                           f"this code (a checkpoint from another model configuration or "
-                           f"version: {detail[:300]}); retrain with `dvc repro`") from None
-    return model.to(device).eval()
+def check_params(trained: Config, params: Config, path: Path) -> None:
+    """Refuse a checkpoint whose model or input settings differ from the params'."""
+    diffs = config_differences(trained, params)
+    if diffs:
+        raise PredictError(
+            f"{path} was trained with another model configuration than the params "
+            f"({'; '.join(diffs[:3])}{'; ...' if len(diffs) > 3 else ''}); run `dvc repro` to "
+            f"retrain, or pass the matching --checkpoint")
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -236,21 +181,22 @@ def load_encoder(cfg: Config, encoder: dict[str, Any], device: torch.device):
 
 def wav2vec2_chunked(model, samples: np.ndarray, *, device: str, half: bool,
                      chunk_s: float = W2V_CHUNK_S, context_s: float = W2V_CONTEXT_S,
-                     sample_rate_hz: int = 16000) -> np.ndarray:
+                     sample_rate_hz: int = ENCODER_SAMPLE_RATE_HZ) -> np.ndarray:
     """(n_w2v_frames(n), 768) float16: the features stage's call on the whole clip, or, past
     chunk_s, on chunks starting at multiples of the frame stride with context on both sides."""
-    from kfusion.pipeline.data.features import n_w2v_frames, wav2vec2_features
+    from kfusion.pipeline.data.features import wav2vec2_features
     n = len(samples)
     total = n_w2v_frames(n)
     if n <= chunk_s * sample_rate_hz:
         return wav2vec2_features(model, [samples], device=device, half=half)[0]
     x = samples   # each chunk is normalised on its own by wav2vec2_features, like a clip
-    core = int(chunk_s * sample_rate_hz) // W2V_STRIDE          # frames per chunk
-    ctx = int(context_s * sample_rate_hz) // W2V_STRIDE
-    out = np.zeros((total, 768), np.float16)
+    core = int(chunk_s * sample_rate_hz) // W2V_HOP_SAMPLES     # frames per chunk
+    ctx = int(context_s * sample_rate_hz) // W2V_HOP_SAMPLES
+    out = np.zeros((total, W2V_DIM), np.float16)
     for f0 in range(0, total, core):
         a = max(f0 - ctx, 0)                                      # first frame computed
-        s0, s1 = a * W2V_STRIDE, min(n, (f0 + core + ctx) * W2V_STRIDE + 400)
+        s0 = a * W2V_HOP_SAMPLES
+        s1 = min(n, (f0 + core + ctx) * W2V_HOP_SAMPLES + W2V_RECEPTIVE_SAMPLES)
         h = wav2vec2_features(model, [x[s0:s1]], device=device, half=half)[0]
         f1 = min(f0 + core, total)
         out[f0:f1] = h[f0 - a:f1 - a]
@@ -262,7 +208,7 @@ def clip_features(samples: np.ndarray, cfg: Config, encoder_model, device: torch
     """mel (n_mel, n_mels) float32 and w2v (n_w2v, 768) float16 for the whole clip, padded
     so every window of the clip has its full spans."""
     from kfusion.pipeline.data.features import log_mel, mel_transform
-    from kfusion.pipeline.data.windows import audio_starts, spans
+    timing = window_timing(cfg)
     fps, frames, sr = cfg.landmarks.fps, cfg.windows.frames, cfg.audio.sample_rate_hz
     x = samples
     if len(x) < round(frames / fps * sr):   # shorter than one window: pad with silence
@@ -273,10 +219,9 @@ def clip_features(samples: np.ndarray, cfg: Config, encoder_model, device: torch
     # The last window (flush with the end) may need a frame more than the clip gives:
     # repeat the edge frame instead of dropping the window as training does.
     T = max(round(len(samples) / sr * fps), frames)
-    m0, w0 = audio_starts(T - frames, fps)
-    mel_len, w2v_len = spans(frames, fps)
-    mel = _edge_pad(mel, m0 + mel_len)
-    w2v = _edge_pad(w2v, w0 + w2v_len)
+    m0, w0 = timing.audio_starts(T - frames)
+    mel = _edge_pad(mel, m0 + timing.n_mel)
+    w2v = _edge_pad(w2v, w0 + timing.n_tokens)
     return mel, w2v
 
 
@@ -286,14 +231,14 @@ def _edge_pad(a: np.ndarray, n: int) -> np.ndarray:
 
 def window_batches(mel: np.ndarray, w2v: np.ndarray, starts: list[int], cfg: Config,
                    batch_size: int) -> Iterator[tuple[list[int], torch.Tensor, torch.Tensor]]:
-    """(starts, mel (B, 100, n_mels) f32, w2v (B, 49, 768) f32) with the windows stage's spans."""
-    from kfusion.pipeline.data.windows import audio_starts, spans
-    fps = cfg.landmarks.fps
-    mel_len, w2v_len = spans(cfg.windows.frames, fps)
+    """(starts, mel (B, 100, n_mels) f32, w2v (B, 49, 768) f32): each window's audio spans,
+    as the windows stage cuts them (kfusion.shapes.window_timing)."""
+    timing = window_timing(cfg)
     for i in range(0, len(starts), batch_size):
         chunk = starts[i:i + batch_size]
-        m = np.stack([mel[m0:m0 + mel_len] for m0, _ in (audio_starts(s, fps) for s in chunk)])
-        w = np.stack([w2v[w0:w0 + w2v_len] for _, w0 in (audio_starts(s, fps) for s in chunk)])
+        first = [timing.audio_starts(s) for s in chunk]
+        m = np.stack([mel[m0:m0 + timing.n_mel] for m0, _ in first])
+        w = np.stack([w2v[w0:w0 + timing.n_tokens] for _, w0 in first])
         yield chunk, torch.from_numpy(m.astype(np.float32)), torch.from_numpy(w.astype(np.float32))
 
 
@@ -305,26 +250,22 @@ class Predictor:
                  params: Config | None = None, ffmpeg: str = ""):
         t0 = time.perf_counter()
         self.checkpoint = Path(checkpoint) if checkpoint else DEFAULT_CHECKPOINT
-        ckpt = read_checkpoint(self.checkpoint)
-        self.cfg = checkpoint_config(ckpt, self.checkpoint)
-        if params is not None:
-            diffs = config_differences(self.cfg, params)
-            if diffs:
-                raise PredictError(
-                    f"{self.checkpoint} was trained with another model configuration than the "
-                    f"params ({'; '.join(diffs[:3])}{'; ...' if len(diffs) > 3 else ''}); run "
-                    f"`dvc repro` to retrain, or pass the matching --checkpoint")
-        try:
-            self.device = resolve_device(device)
-        except ConfigError as e:
-            raise PredictError(f"--device {device}: {e}") from None
+        try:   # the checkpoint's errors are the evaluate stage's too; here they are the user's
+            ckpt = read_checkpoint(self.checkpoint)
+            self.cfg = checkpoint_config(ckpt, self.checkpoint)
+            if params is not None:
+                check_params(self.cfg, params, self.checkpoint)
+            try:
+                self.device = resolve_device(device)
+            except ConfigError as e:
+                raise PredictError(f"--device {device}: {e}") from None
+            self.model = build_checkpoint_model(self.cfg, ckpt, self.checkpoint, self.device)
+        except CheckpointError as e:
+            raise PredictError(str(e)) from None
         self.ffmpeg = ffmpeg
         self.encoder_info = dict(ckpt.get("encoder") or {})
-        self.model = build_checkpoint_model(self.cfg, ckpt, self.checkpoint, self.device)
-        self.classifier = None
-        if ckpt.get("emotion_classifier"):
-            from kfusion.pipeline.training.emotion import EmotionClassifier
-            self.classifier = EmotionClassifier.from_export(ckpt["emotion_classifier"]).to(self.device)
+        head = emotion_head(ckpt)
+        self.classifier = head.to(self.device) if head is not None else None
         self._encoder = None
         self._backend = None
         self.load_seconds = {"checkpoint": time.perf_counter() - t0}
@@ -422,7 +363,7 @@ class Predictor:
     def _landmarks(self, mel, w2v, starts, identity, emotion_id, T, batch_size) -> np.ndarray:
         from kfusion.pipeline.predict.stitch import Stitcher
         frames = self.cfg.windows.frames
-        stitch = Stitcher(T, frames, (68, 2))
+        stitch = Stitcher(T, frames, (N_POINTS, 2))
         ident = torch.from_numpy(np.asarray(identity, np.float32))
         for chunk, m, w in window_batches(mel, w2v, starts, self.cfg, batch_size):
             B = len(chunk)
@@ -493,8 +434,8 @@ def check_writable(paths: dict[str, Path]) -> None:
 def landmarks_csv(points: np.ndarray, start_frame: int = 0) -> str:
     """(T, 68, 2) -> 'frame,point,x,y' rows (no header), frame-major."""
     T = len(points)
-    frame = np.repeat(np.arange(start_frame, start_frame + T), 68)
-    point = np.tile(np.arange(68), T)
+    frame = np.repeat(np.arange(start_frame, start_frame + T), N_POINTS)
+    point = np.tile(np.arange(N_POINTS), T)
     xy = points.reshape(-1, 2).tolist()
     return "".join(f"{f},{p},{x:.3f},{y:.3f}\n" for f, p, (x, y) in zip(frame, point, xy))
 

@@ -8,12 +8,17 @@ under "emotion_classifier"; its test accuracy is reported by the evaluate stage.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 from torch import nn
 
 from kfusion.shapes import EMOTIONS
+
+if TYPE_CHECKING:
+    from kfusion.config import Config
+    from kfusion.pipeline.training.dataset import WindowDataset
 
 
 def pooled_features(mel: torch.Tensor, w2v: torch.Tensor) -> torch.Tensor:
@@ -86,3 +91,27 @@ def accuracy(clf: EmotionClassifier, feats: torch.Tensor, labels: torch.Tensor) 
     if len(feats) == 0:
         return float("nan")
     return float((clf(feats).argmax(-1) == labels).float().mean())
+
+
+def pooled_windows(ds: "WindowDataset | None", step: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pooled features (N, 768 + 2 n_mels) and emotion ids (N,) of a split, `step` windows
+    at a time (the memory-mapped arrays are never read whole)."""
+    if ds is None or len(ds) == 0:
+        return torch.zeros(0, 1), torch.zeros(0, dtype=torch.long)
+    a, n = ds.arrays(), len(ds)   # n < the arrays' rows under train.max_windows
+    feats = [pooled_features(torch.from_numpy(np.array(a["mel"][i:min(i + step, n)], np.float32)),
+                             torch.from_numpy(np.array(a["w2v"][i:min(i + step, n)], np.float32)))
+             for i in range(0, n, step)]
+    return torch.cat(feats), torch.from_numpy(np.array(a["emotion"][:n], np.int64))
+
+
+def fit_emotion_head(cfg: "Config", train_ds: "WindowDataset",
+                     val_ds: "WindowDataset | None") -> tuple[EmotionClassifier, dict]:
+    """The head for `cfg.train` (emotion_classifier_hidden / _epochs), fitted on the training
+    windows; its report has the validation accuracy when there are validation windows."""
+    xf, yf = pooled_windows(train_ds)
+    xv, yv = pooled_windows(val_ds)
+    return fit_emotion_classifier(xf, yf, hidden=cfg.train.emotion_classifier_hidden,
+                                  epochs=cfg.train.emotion_classifier_epochs, seed=cfg.seed,
+                                  val_feats=xv if len(xv) else None,
+                                  val_labels=yv if len(yv) else None)

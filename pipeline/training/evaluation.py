@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import io
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -29,45 +28,15 @@ import pyarrow.parquet as pq
 import torch
 from torch.utils.data import DataLoader
 
-from kfusion.config import Config, from_dict
-from kfusion.shapes import EMOTIONS
-from kfusion.pipeline.training.dataset import WindowDataset, encoder_info, file_sha256, model_inputs
-from kfusion.pipeline.training.emotion import EmotionClassifier
-from kfusion.pipeline.io import atomic_path, progress, write_json
-from kfusion.pipeline.training.metrics import METRIC_NAMES, MetricTable, ReferenceAccumulator
+from kfusion.config import Config
 from kfusion.device import resolve_device
-from kfusion.pipeline.training.loop import load_checkpoint
+from kfusion.pipeline.io import atomic_path, progress, write_json
+from kfusion.pipeline.training.checkpoint import Trained, load_trained
+from kfusion.pipeline.training.dataset import WindowDataset, encoder_info, model_inputs
+from kfusion.pipeline.training.metrics import METRIC_NAMES, MetricTable, ReferenceAccumulator
+from kfusion.shapes import EMOTIONS
 
 SYSTEMS = ("model", "identity", "mean_motion")
-
-
-@dataclass
-class Trained:
-    model: torch.nn.Module
-    cfg: Config
-    state: dict[str, Any]
-    path: Path
-    sha256: str
-
-    @property
-    def emotion_classifier(self) -> EmotionClassifier | None:
-        d = self.state.get("emotion_classifier")
-        return EmotionClassifier.from_export(d) if d else None
-
-
-def load_trained(path: str | Path, device: torch.device,
-                 build_model: Callable[[Config], torch.nn.Module] | None = None) -> Trained:
-    """A checkpoint's model, rebuilt with the config it was trained with."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no checkpoint; run the train stage first (dvc repro train)")
-    state = load_checkpoint(path)
-    cfg = from_dict(state["config"], f"{path} (saved config)")
-    if build_model is None:
-        from kfusion.model.build import build_model
-    model = build_model(cfg)
-    model.load_state_dict(state["model"])
-    return Trained(model.to(device).eval(), cfg, state, path, file_sha256(path))
 
 
 def mean_offset(train_dir: str | Path) -> np.ndarray:
@@ -198,7 +167,7 @@ def _assemble(cfg: Config, trained: Trained, test: WindowDataset, vs_ref, vs_gt,
 
 
 def _per_emotion(table: MetricTable, corpus: str) -> dict[str, Any]:
-    vals, grps = table._cat()
+    vals, grps = table.per_window()
     sel_c = grps.get("corpus", np.zeros(0)) == corpus
     out = {}
     for e in EMOTIONS:
@@ -210,7 +179,7 @@ def _per_emotion(table: MetricTable, corpus: str) -> dict[str, Any]:
 
 def per_emotion_rows(table: MetricTable) -> list[dict[str, Any]]:
     """Rows for DVC's bar plot: one per (corpus, emotion), the model vs reference landmarks."""
-    vals, grps = table._cat()
+    vals, grps = table.per_window()
     if not len(vals["F-LD"]):
         return []
     corpora = sorted(set(grps["corpus"].tolist()))

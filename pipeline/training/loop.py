@@ -15,7 +15,12 @@ epoch, history) is written atomically to `train.resume_dir/state.pt`, keyed by a
 config and the data fingerprint (DVC deletes a stage's outs before running it, so this cannot
 live under `models/`). A re-run with the same key continues after the last finished epoch
 and, on CPU, ends bit-identical to an uninterrupted run (tolerance 0; see docs/training.md).
-A finished run deletes its resume state.
+A finished run deletes its resume state. What a checkpoint holds, and the one reader that
+evaluation and predict share: `kfusion.pipeline.training.checkpoint`.
+
+One run, in order: `_set_up` (seed, data, model, optimizer, schedule), `_resume`, then per
+epoch `_run_epoch` (train, step the schedule, validate) and `_save_epoch` (best.pt, last.pt,
+resume state), and `_finish` (the emotion head into both checkpoints, drop the resume state).
 
 Distributed: under `torchrun` (WORLD_SIZE > 1) the same code wraps the model in
 DistributedDataParallel (NCCL on CUDA, gloo on CPU); rank 0 validates, writes checkpoints and
@@ -39,16 +44,19 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader, DistributedSampler, default_collate
 
 from kfusion.config import Config, to_dict
 from kfusion.device import resolve_device
-from kfusion.pipeline.training.dataset import (WindowDataset, data_fingerprint, encoder_info, model_inputs)
-from kfusion.pipeline.training.emotion import fit_emotion_classifier, pooled_features
-from kfusion.pipeline.io import StageError, atomic_path, progress, write_json
+from kfusion.model.kan import KAN
+from kfusion.pipeline.io import StageError, progress, write_json
+from kfusion.pipeline.training.checkpoint import (CHECKPOINT_VERSION, add_emotion_head,
+                                                  load_checkpoint, save_checkpoint)
+from kfusion.pipeline.training.dataset import WindowDataset, data_fingerprint, encoder_info, model_inputs
+from kfusion.pipeline.training.emotion import fit_emotion_head
 from kfusion.pipeline.training.metrics import MetricTable
 
-CHECKPOINT_VERSION = 1
+KAN_GRID_WINDOWS = 128   # training windows whose head inputs set refitted KAN grids
 
 
 class NonFiniteLoss(StageError):
@@ -149,15 +157,6 @@ def resume_key(cfg: Config, fingerprint: dict[str, Any], world: int) -> str:
                        "data": {k: v for k, v in fingerprint.items() if k != "windows_dir"},
                        "world": world}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
-
-
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    return torch.load(path, map_location="cpu", weights_only=False)
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
@@ -277,89 +276,46 @@ def train(cfg: Config, windows_dir: str | Path, out_dir: str | Path, *,
         teardown_distributed(d)
 
 
+@dataclass
+class _Run:
+    """What one training run holds from set-up to the last epoch."""
+    cfg: Config
+    d: Dist
+    loss_fn: Callable[..., torch.Tensor]
+    amp: bool                                 # autocast fp16 + GradScaler (CUDA only)
+    train_ds: WindowDataset
+    val_ds: WindowDataset | None
+    model: nn.Module                          # DistributedDataParallel-wrapped when d.enabled
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    train_loader: DataLoader
+    train_sampler: DistributedSampler
+    val_loader: DataLoader | None
+    provenance: dict[str, Any]                # what every checkpoint records beside weights
+    resume_key: str
+    resume_path: Path
+    history: list[dict[str, float]] = field(default_factory=list)
+    start_epoch: int = 0
+    best_score: float = math.inf
+
+
 def _train(cfg: Config, windows_dir: Path, out_dir: Path, live_dir, build_model, loss_fn,
            d: Dist, interrupt_after_epoch: int | None, t0: float) -> TrainResult | None:
-    if cfg.train.threads:
-        torch.set_num_threads(cfg.train.threads)
-    seed_everything(cfg.seed, cfg.train.deterministic)
-    train_ds = WindowDataset(windows_dir / "train", max_windows=cfg.train.max_windows)
-    if len(train_ds) == 0:
-        raise StageError(f"{windows_dir / 'train'}: no training windows; check the windows "
-                         f"stage's metrics and the split settings")
-    val_ds = WindowDataset(windows_dir / "val") if (windows_dir / "val" / "windows.parquet").exists() \
-        else None
-    fingerprint = data_fingerprint(windows_dir)
-    enc = encoder_info(train_ds.meta)
-    amp = cfg.train.amp and d.device.type == "cuda"
-
-    model = build_model(cfg).to(d.device)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.train.epochs,
-                                                       eta_min=cfg.train.eta_min)
-    scaler = torch.amp.GradScaler(d.device.type, enabled=amp)
-    train_loader, train_sampler = make_loader(train_ds, cfg, d, shuffle=True,
-                                              batch_size=cfg.train.batch_size)
-    val_loader = make_loader(val_ds, cfg, Dist(), shuffle=False,
-                             batch_size=cfg.train.batch_size)[0] if val_ds and len(val_ds) else None
-
-    key = resume_key(cfg, fingerprint, d.world)
-    resume_path = Path(cfg.train.resume_dir) / "state.pt"
-    history: list[dict[str, float]] = []
-    start_epoch, best_score = 0, math.inf
-    if cfg.train.resume and resume_path.exists():
-        state = load_checkpoint(resume_path)
-        if state.get("resume_key") == key:
-            model.load_state_dict(state["model"])
-            opt.load_state_dict(state["optimizer"])
-            sched.load_state_dict(state["scheduler"])
-            scaler.load_state_dict(state["scaler"])
-            set_rng_state(state["rng"][d.rank])
-            history, start_epoch, best_score = state["history"], state["epoch"], state["best_score"]
-            if d.main:
-                print(f"[train] resuming from {resume_path} after epoch {start_epoch}",
-                      file=sys.stderr, flush=True)
-        elif d.main:
-            print(f"[train] ignoring {resume_path}: it was written for another config or data",
-                  file=sys.stderr, flush=True)
+    run = _set_up(cfg, windows_dir, build_model, loss_fn, d)
+    _resume(run)
     if d.enabled:
-        model = nn.parallel.DistributedDataParallel(
-            model, device_ids=[d.device.index] if d.device.type == "cuda" else None)
-
+        run.model = nn.parallel.DistributedDataParallel(
+            run.model, device_ids=[d.device.index] if d.device.type == "cuda" else None)
     logger = Logger(live_dir, d.main)
-    for record in history:
+    for record in run.history:
         logger.log(record)
-
     out_dir.mkdir(parents=True, exist_ok=True)
-    provenance = {"config": to_dict(cfg), "encoder": enc, "data": fingerprint,
-                  "world_size": d.world, "device": d.device.type, "amp": amp,
-                  "version": CHECKPOINT_VERSION}
-    for epoch in range(start_epoch, cfg.train.epochs):
-        train_sampler.set_epoch(epoch)
-        train_loader.generator.manual_seed(cfg.seed + epoch)
-        train_loss = train_epoch(model, train_loader, opt, scaler, cfg, loss_fn, d, epoch, amp)
-        lr = opt.param_groups[0]["lr"]
-        sched.step()
-        record: dict[str, float] = {"epoch": epoch + 1, "train/loss": train_loss, "lr": lr}
-        if d.main and val_loader is not None:
-            record.update(validate(_unwrap(model), val_loader, cfg, loss_fn, d.device, amp))
-        history.append(record)
-        rngs = [rng_state()]
-        if d.enabled:
-            rngs = [None] * d.world
-            dist.all_gather_object(rngs, rng_state())
+    for epoch in range(run.start_epoch, cfg.train.epochs):
+        record = _run_epoch(run, epoch)
+        rngs = _rng_states(d)  # every rank's, so a resumed run continues each rank's dropout
         if d.main:
-            score = record.get("val/loss", train_loss)
-            is_best = score < best_score
-            best_score = min(best_score, score)
-            state = {**provenance, "model": _unwrap(model).state_dict(), "epoch": epoch + 1,
-                     "history": history, "metrics": record, "best_score": best_score}
-            if is_best:
-                save_checkpoint(out_dir / "best.pt", state)
-            full = {**state, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                    "scaler": scaler.state_dict(), "rng": rngs, "resume_key": key}
-            save_checkpoint(out_dir / "last.pt", full)
-            if cfg.train.resume:
-                save_checkpoint(resume_path, full)
+            _save_epoch(run, out_dir, record, rngs)
             logger.log(record)
             print(f"[train] epoch {epoch + 1}/{cfg.train.epochs} "
                   + " ".join(f"{k}={v:.4g}" for k, v in record.items() if k != "epoch"),
@@ -367,46 +323,164 @@ def _train(cfg: Config, windows_dir: Path, out_dir: Path, live_dir, build_model,
         d.barrier()
         if interrupt_after_epoch is not None and epoch + 1 == interrupt_after_epoch:
             raise _Interrupt(f"interrupted after epoch {epoch + 1}")
+    return _finish(run, out_dir, logger, t0)
 
+
+def _open_windows(cfg: Config, windows_dir: Path) -> tuple[WindowDataset, WindowDataset | None]:
+    """The training split (at most train.max_windows) and the validation split, if any."""
+    train_ds = WindowDataset(windows_dir / "train", max_windows=cfg.train.max_windows)
+    if len(train_ds) == 0:
+        raise StageError(f"{windows_dir / 'train'}: no training windows; check the windows "
+                         f"stage's metrics and the split settings")
+    val_ds = WindowDataset(windows_dir / "val") if (windows_dir / "val" / "windows.parquet").exists() \
+        else None
+    return train_ds, val_ds
+
+
+def _set_up(cfg: Config, windows_dir: Path, build_model: Callable[[Config], nn.Module],
+            loss_fn: Callable[..., torch.Tensor], d: Dist) -> _Run:
+    """Seed, open the data, build the model and the recipe (Adam, cosine schedule)."""
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    seed_everything(cfg.seed, cfg.train.deterministic)
+    train_ds, val_ds = _open_windows(cfg, windows_dir)
+    fingerprint = data_fingerprint(windows_dir)
+    amp = cfg.train.amp and d.device.type == "cuda"
+    model = build_model(cfg).to(d.device)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.train.epochs,
+                                                       eta_min=cfg.train.eta_min)
+    train_loader, train_sampler = make_loader(train_ds, cfg, d, shuffle=True,
+                                              batch_size=cfg.train.batch_size)
+    val_loader = make_loader(val_ds, cfg, Dist(), shuffle=False,
+                             batch_size=cfg.train.batch_size)[0] if val_ds and len(val_ds) else None
+    provenance = {"config": to_dict(cfg), "encoder": encoder_info(train_ds.meta),
+                  "data": fingerprint, "world_size": d.world, "device": d.device.type,
+                  "amp": amp, "version": CHECKPOINT_VERSION}
+    return _Run(cfg=cfg, d=d, loss_fn=loss_fn, amp=amp, train_ds=train_ds, val_ds=val_ds,
+                model=model, opt=opt, sched=sched,
+                scaler=torch.amp.GradScaler(d.device.type, enabled=amp),
+                train_loader=train_loader, train_sampler=train_sampler, val_loader=val_loader,
+                provenance=provenance, resume_key=resume_key(cfg, fingerprint, d.world),
+                resume_path=Path(cfg.train.resume_dir) / "state.pt")
+
+
+def _resume(run: _Run) -> None:
+    """Continue after the last finished epoch of an interrupted run with the same key."""
+    path, main = run.resume_path, run.d.main
+    if not (run.cfg.train.resume and path.exists()):
+        return
+    state = load_checkpoint(path)
+    if state.get("resume_key") != run.resume_key:
+        if main:
+            print(f"[train] ignoring {path}: it was written for another config or data",
+                  file=sys.stderr, flush=True)
+        return
+    run.model.load_state_dict(state["model"])
+    run.opt.load_state_dict(state["optimizer"])
+    run.sched.load_state_dict(state["scheduler"])
+    run.scaler.load_state_dict(state["scaler"])
+    set_rng_state(state["rng"][run.d.rank])
+    run.history, run.start_epoch, run.best_score = state["history"], state["epoch"], state["best_score"]
+    if main:
+        print(f"[train] resuming from {path} after epoch {run.start_epoch}",
+              file=sys.stderr, flush=True)
+
+
+def _run_epoch(run: _Run, epoch: int) -> dict[str, float]:
+    """Train one epoch, step the schedule, validate on rank 0; the epoch's record."""
+    cfg, d = run.cfg, run.d
+    run.train_sampler.set_epoch(epoch)
+    run.train_loader.generator.manual_seed(cfg.seed + epoch)
+    train_loss = train_epoch(run.model, run.train_loader, run.opt, run.scaler, cfg, run.loss_fn,
+                             d, epoch, run.amp)
+    every = cfg.train.kan_update_grid_every_epochs
+    if every and (epoch + 1) % every == 0:
+        update_kan_grid(run)
+    lr = run.opt.param_groups[0]["lr"]
+    run.sched.step()
+    record: dict[str, float] = {"epoch": epoch + 1, "train/loss": train_loss, "lr": lr}
+    if d.main and run.val_loader is not None:
+        record.update(validate(_unwrap(run.model), run.val_loader, cfg, run.loss_fn, d.device,
+                               run.amp))
+    run.history.append(record)
+    return record
+
+
+@torch.no_grad()
+def update_kan_grid(run: _Run) -> None:
+    """Refit the KAN head's grids (KAN.update_grid) to what it reads on a seeded sample of
+    KAN_GRID_WINDOWS training windows; the same sample on every rank keeps ranks identical.
+    The grids are buffers of the model, so checkpoints and the resume state carry them."""
+    model = _unwrap(run.model)
+    head = getattr(getattr(model, "kfusion", None), "head", None)
+    if not isinstance(head, KAN):
+        return   # fusion: mlp or none has no grid
+    rows = torch.randperm(len(run.train_ds), generator=torch.Generator().manual_seed(run.cfg.seed))
+    batch = default_collate([run.train_ds[int(i)] for i in rows[:KAN_GRID_WINDOWS]])
+    seen: list[torch.Tensor] = []
+    hook = head.register_forward_pre_hook(lambda module, args: seen.append(args[0]))
+    model.eval()
+    try:
+        with torch.autocast(run.d.device.type, dtype=torch.float16, enabled=run.amp):
+            model(model_inputs(batch, run.d.device))
+    finally:
+        hook.remove()
+    head.update_grid(seen[0].float())   # x'_f (B, n_frames, 2, 68): rows of 68 points
+
+
+def _rng_states(d: Dist) -> list[dict[str, Any] | None]:
+    """Every rank's RNG states, indexed by rank (collective: all ranks must call it)."""
+    if not d.enabled:
+        return [rng_state()]
+    rngs: list[dict[str, Any] | None] = [None] * d.world
+    dist.all_gather_object(rngs, rng_state())
+    return rngs
+
+
+def _save_epoch(run: _Run, out_dir: Path, record: dict[str, float],
+                rngs: list[dict[str, Any] | None]) -> None:
+    """best.pt when the epoch's val loss (train loss without val) is the lowest yet;
+    last.pt and the resume state always, with everything a resume needs."""
+    score = record.get("val/loss", record["train/loss"])
+    is_best = score < run.best_score
+    run.best_score = min(run.best_score, score)
+    state = {**run.provenance, "model": _unwrap(run.model).state_dict(), "epoch": record["epoch"],
+             "history": run.history, "metrics": record, "best_score": run.best_score}
+    if is_best:
+        save_checkpoint(out_dir / "best.pt", state)
+    full = {**state, "optimizer": run.opt.state_dict(), "scheduler": run.sched.state_dict(),
+            "scaler": run.scaler.state_dict(), "rng": rngs, "resume_key": run.resume_key}
+    save_checkpoint(out_dir / "last.pt", full)
+    if run.cfg.train.resume:
+        save_checkpoint(run.resume_path, full)
+
+
+def _finish(run: _Run, out_dir: Path, logger: Logger, t0: float) -> TrainResult | None:
+    """Rank 0: fit the emotion head into both checkpoints, close the logs, drop the resume
+    state. Other ranks wait and return None."""
+    d = run.d
     if not d.main:
         d.barrier()
         return None
-    clf_report = _train_emotion_classifier(cfg, train_ds, val_ds, out_dir)
+    report = _train_emotion_head(run.cfg, run.train_ds, run.val_ds, out_dir)
     logger.end()
-    if resume_path.exists():
-        resume_path.unlink()
+    if run.resume_path.exists():
+        run.resume_path.unlink()
     d.barrier()
-    return TrainResult(best=out_dir / "best.pt", last=out_dir / "last.pt", history=history,
-                       epochs_run=cfg.train.epochs - start_epoch, resumed_from=start_epoch,
-                       seconds=time.perf_counter() - t0, emotion_classifier=clf_report)
+    return TrainResult(best=out_dir / "best.pt", last=out_dir / "last.pt", history=run.history,
+                       epochs_run=run.cfg.train.epochs - run.start_epoch,
+                       resumed_from=run.start_epoch, seconds=time.perf_counter() - t0,
+                       emotion_classifier=report)
 
 
-def _pooled(ds: WindowDataset | None) -> tuple[torch.Tensor, torch.Tensor]:
-    if ds is None or len(ds) == 0:
-        return torch.zeros(0, 1), torch.zeros(0, dtype=torch.long)
-    a = ds.arrays()
-    feats, step = [], 512
-    for i in range(0, len(ds), step):
-        feats.append(pooled_features(torch.from_numpy(np.array(a["mel"][i:i + step], np.float32)),
-                                     torch.from_numpy(np.array(a["w2v"][i:i + step], np.float32))))
-    return torch.cat(feats), torch.from_numpy(np.array(a["emotion"][:len(ds)], np.int64))
-
-
-def _train_emotion_classifier(cfg: Config, train_ds: WindowDataset, val_ds: WindowDataset | None,
-                              out_dir: Path) -> dict[str, Any]:
-    """Fit the audio -> emotion head and store it in both checkpoints."""
+def _train_emotion_head(cfg: Config, train_ds: WindowDataset, val_ds: WindowDataset | None,
+                        out_dir: Path) -> dict[str, Any]:
+    """Fit the audio -> emotion head and store it in both checkpoints; its report."""
     if cfg.train.emotion_classifier_epochs == 0:
         return {}
-    xf, yf = _pooled(train_ds)
-    xv, yv = _pooled(val_ds)
-    clf, report = fit_emotion_classifier(xf, yf, hidden=cfg.train.emotion_classifier_hidden,
-                                         epochs=cfg.train.emotion_classifier_epochs,
-                                         seed=cfg.seed, val_feats=xv if len(xv) else None,
-                                         val_labels=yv if len(yv) else None)
-    for name in ("best.pt", "last.pt"):
-        state = load_checkpoint(out_dir / name)
-        state["emotion_classifier"] = {**clf.export(), "report": report}
-        save_checkpoint(out_dir / name, state)
+    clf, report = fit_emotion_head(cfg, train_ds, val_ds)
+    add_emotion_head([out_dir / "best.pt", out_dir / "last.pt"], clf, report)
     return report
 
 

@@ -116,19 +116,21 @@ class MetricTable:
     def count(self) -> int:
         return int(sum(len(v) for v in self.values["F-LD"]))
 
-    def _cat(self) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    def per_window(self) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """Every window's metrics ({name: (N,)}) and group labels ({group: (N,)}), in the
+        order the windows were added."""
         vals = {k: np.concatenate(v) if v else np.zeros(0) for k, v in self.values.items()}
         grps = {k: np.concatenate(v) for k, v in self.groups.items()}
         return vals, grps
 
     def summary(self) -> dict[str, float | int]:
         """Mean over windows of each per-window metric (equal weight per window)."""
-        vals, _ = self._cat()
+        vals, _ = self.per_window()
         n = len(vals["F-LD"])
         return {"windows": n, **{k: (float(v.mean()) if n else float("nan")) for k, v in vals.items()}}
 
     def by(self, group: str) -> dict[str, dict[str, float | int]]:
-        vals, grps = self._cat()
+        vals, grps = self.per_window()
         if group not in grps:
             return {}
         out = {}

@@ -8,10 +8,10 @@ import time
 import pytest
 import torch
 
-from kfusion.config import Config, ConfigError, from_dict
+from kfusion.config import Config, ConfigError, from_dict, to_dict
 from kfusion.shapes import MOUTH_INDICES
 from kfusion.device import resolve_device
-from kfusion.model.build import build_model, parameter_counts, window_shapes
+from kfusion.model.build import build_model, parameter_counts
 from kfusion.model.loss import from_unit, landmark_loss, to_unit
 
 MOUTH = list(MOUTH_INDICES)
@@ -53,9 +53,22 @@ def perturb_(module: torch.nn.Module, seed: int = 1) -> None:
             p.add_(torch.randn(p.shape, generator=g) * 0.5)
 
 
-def test_window_shapes_match_the_windows_contract():
-    s = window_shapes(Config())
-    assert (s["n_frames"], s["n_tokens"], s["n_mels"], s["mel_rate_hz"]) == (30, 49, 80, 100.0)
+def test_the_window_comes_from_the_config():
+    default = build_model(tiny_cfg())
+    assert (default.n_frames, default.n_tokens, default.n_mels) == (30, 49, 80)
+    assert default.global_domain.encoder.rate_hz == 100.0  # 16 kHz / hop 160
+    # a 2 s window (60 frames at 30 fps) of 40 mel bins at 50 frames/s (hop 320)
+    cfg = from_dict({"device": "cpu", "windows": {"frames": 60},
+                     "features": {"n_mels": 40, "hop_length": 320},
+                     "model": to_dict(tiny_cfg().model)})
+    model = build_model(cfg).eval()
+    assert (model.n_frames, model.n_tokens, model.n_mels) == (60, 99, 40)
+    assert model.global_domain.encoder.rate_hz == 50.0
+    g = torch.Generator().manual_seed(0)
+    batch = {"mel": torch.randn(2, 100, 40, generator=g), "w2v": torch.randn(2, 99, 768, generator=g),
+             "identity": 100 + 60 * torch.rand(2, 68, 2, generator=g), "emotion": torch.tensor([0, 1])}
+    with torch.no_grad():
+        assert model(batch).shape == (2, 60, 68, 2)
 
 
 SWITCHES = list(itertools.product(["kan", "mlp", "none"], [True, False], [True, False],
@@ -289,11 +302,9 @@ def test_emotion_variable_is_per_sample_and_learned():
     assert model.content_domain.emotion.weight.requires_grad
 
 
-def test_predicted_emotion_needs_no_label():
-    model = build_model(tiny_cfg(emotion_embedding="predicted")).eval()
+def test_the_emotion_label_is_required():
     batch = {k: v for k, v in make_batch(2).items() if k != "emotion"}
-    assert model(batch).shape == (2, 30, 68, 2)
-    logits = model.content_domain.emotion_logits(batch["w2v"].float())
-    assert logits.shape == (2, 8)
     with pytest.raises(ValueError, match="emotion"):
         build_model(tiny_cfg())(batch)
+    with pytest.raises(ConfigError, match="emotion_embedding"):  # the unsupervised mode is gone
+        tiny_cfg(emotion_embedding="predicted")

@@ -9,12 +9,11 @@ import soundfile as sf
 import torch
 
 from kfusion.config import from_dict
-from kfusion.shapes import EMOTIONS
-from kfusion.pipeline.training.dataset import write_synthetic_windows
+from kfusion.shapes import EMOTIONS, window_timing
 from kfusion.pipeline.media.container import decode_audio
 from kfusion.pipeline.predict.predictor import (Predictor, PredictError, landmarks_csv, output_paths, predict,
                               write_csv)
-from kfusion.pipeline.data.windows import audio_starts
+from train_helpers import write_synthetic_windows  # tests/train, on sys.path (conftest.py)
 
 REPO = Path(__file__).resolve().parents[2]
 AUDIO = REPO.parent / "shared/realclips/other/00001.mp4"
@@ -71,7 +70,7 @@ def test_stitched_windows_use_the_windows_stage_spans(predictor: Predictor, face
     assert abs(sum(r.emotion_probabilities.values()) - 1) < 1e-5
     assert r.emotion == max(r.emotion_probabilities, key=r.emotion_probabilities.get)
     # window at frame 20 covers mel frames 67..166 and wav2vec2 frames 33..81 (t0 = 0.667 s)
-    assert audio_starts(20, 30) == (67, 33)
+    assert window_timing(predictor.cfg).audio_starts(20) == (67, 33)
     # stride 30 (no overlap) vs 10: both are blends of the same model; where only one window
     # covers a frame (the first 10 frames) they agree exactly
     r30 = predictor.predict(AUDIO, face, emotion=r.emotion, stride_frames=30)

@@ -16,9 +16,9 @@ import torch
 
 from kfusion.config import from_dict
 from kfusion.shapes import EMOTIONS
-from kfusion.pipeline.training.dataset import write_synthetic_windows
 from kfusion.pipeline.media.ffmpeg import ffmpeg_binary
 from kfusion.pipeline.media.container import decode_audio, probe
+from train_helpers import write_synthetic_windows  # tests/train, on sys.path (conftest.py)
 
 REPO = Path(__file__).resolve().parents[2]
 SHARED = REPO.parent / "shared"

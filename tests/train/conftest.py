@@ -4,8 +4,7 @@ from pathlib import Path
 import pytest
 
 from kfusion.config import from_dict
-from kfusion.pipeline.training.dataset import write_synthetic_windows
-from train_helpers import N_MELS, tiny_params
+from train_helpers import N_MELS, tiny_params, write_synthetic_windows
 
 
 @pytest.fixture

@@ -52,8 +52,9 @@ def test_missing_windows_is_one_line_and_exit_2(tmp_path: Path):
 @pytest.mark.slow
 def test_torchrun_two_processes_gloo_loss_falls(windows: Path, tmp_path: Path):
     params = _params(tmp_path, epochs=4, lr=2e-3, emotion_classifier_epochs=0)
-    torchrun = Path(sys.executable).parent / "torchrun"
-    r = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node", "2", "-m",
+    # `python -m torch.distributed.run` is torchrun, found in any venv (the console script
+    # is only installed beside the interpreter that pip installed torch into)
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m",
                         "kfusion.stages.train", "--params", str(params)],
                        cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]

@@ -8,7 +8,9 @@ import pytest
 import torch
 
 from kfusion.pipeline.training.dataset import WindowDataset, data_fingerprint
-from kfusion.pipeline.training.loop import NonFiniteLoss, _Interrupt, load_checkpoint, train
+from kfusion.pipeline.training.emotion import pooled_windows
+from kfusion.pipeline.training.checkpoint import load_checkpoint
+from kfusion.pipeline.training.loop import NonFiniteLoss, _Interrupt, train
 from torch.utils.data import DataLoader
 
 
@@ -94,3 +96,37 @@ def test_nan_loss_later_keeps_the_last_good_checkpoint(tiny_cfg, windows: Path, 
     with pytest.raises(NonFiniteLoss):
         train(tiny_cfg(), windows, tmp_path / "models", builders=(build_model, loss_that_breaks))
     assert load_checkpoint(tmp_path / "models" / "last.pt")["epoch"] == 1
+
+
+def test_max_windows_fits_the_emotion_head_on_those_windows(tiny_cfg, windows: Path, tmp_path):
+    # train.max_windows: 10 of 48 windows; the head's features and labels are both those 10
+    ds = WindowDataset(windows / "train", max_windows=10)
+    x, y = pooled_windows(ds, step=4)
+    assert x.shape == (10, 768 + 2 * 16) and y.tolist() == ds.arrays()["emotion"][:10].tolist()
+    r = train(tiny_cfg(epochs=1, max_windows=10), windows, tmp_path / "models")
+    assert r.emotion_classifier["train_windows"] == 10
+
+
+def _kan_grid_steps(state: dict) -> list[torch.Tensor]:
+    return [v for k, v in state["model"].items() if k.startswith("kfusion.head.") and
+            k.endswith("grid_step")]
+
+
+def test_kan_grid_update_refits_the_grids_and_resumes_exactly(tiny_cfg, windows: Path, tmp_path):
+    cfg = tiny_cfg(kan_update_grid_every_epochs=2)
+    straight = train(cfg, windows, tmp_path / "a")
+    # tiny_params' KAN: grid_size 3 over [-1, 1], so every knot step starts at 2/3
+    off = train(tiny_cfg(), windows, tmp_path / "off")
+    assert all(torch.allclose(s, torch.full_like(s, 2 / 3)) for s in _kan_grid_steps(
+        load_checkpoint(off.last)))
+    steps = _kan_grid_steps(load_checkpoint(straight.last))
+    assert len(steps) == 2 and not any(torch.allclose(s, torch.full_like(s, 2 / 3)) for s in steps)
+    assert straight.history != off.history   # after epoch 2 the refitted head trains on
+    assert straight.history[0] == off.history[0]   # epoch 1 is untouched (every 2 epochs)
+    # interrupted after the refit of epoch 2, resumed: the same floats as the straight run
+    cfg_b = tiny_cfg(kan_update_grid_every_epochs=2, resume_dir=str(tmp_path / "resume_b"))
+    with pytest.raises(_Interrupt):
+        train(cfg_b, windows, tmp_path / "b", interrupt_after_epoch=2)
+    resumed = train(cfg_b, windows, tmp_path / "b")
+    assert resumed.resumed_from == 2 and resumed.history == straight.history
+    assert _states_equal(load_checkpoint(straight.last)["model"], load_checkpoint(resumed.last)["model"])
