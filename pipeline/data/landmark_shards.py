@@ -96,6 +96,17 @@ def write_landmark_shard(path: Path, rows: list[dict], ids: list[str], expect: d
         pq.write_table(table.replace_schema_metadata(md), tmp)
 
 
+def _finished(paths: list[Path], done: set[int], run: StageRun) -> list[dict]:
+    """The per-clip counts of the shards made earlier; their rejects go on `run`."""
+    stats: list[dict] = []
+    for k in done:
+        m = shard_meta(paths[k])
+        stats += m["stats"]
+        for rj in m["rejects"]:
+            run.reject(rj["clip_id"], rj["reason"], rj["message"])
+    return stats
+
+
 def landmark_shards(cfg: Config, manifest: list[dict], out: Path, ffmpeg: str,
                     run: StageRun) -> dict[str, Any]:
     """Landmark shards under `out` for the manifest's clips (sorted by id): finished shards
@@ -107,12 +118,7 @@ def landmark_shards(cfg: Config, manifest: list[dict], out: Path, ffmpeg: str,
     clean_stale(out, paths)
     expect = {"settings": settings_hash(cfg)}
     todo = [k for k, ids in enumerate(plan) if not shard_done(paths[k], ids, expect)]
-    stats: list[dict] = []
-    for k in set(range(len(plan))) - set(todo):   # finished earlier: take their counts and rejects
-        m = shard_meta(paths[k])
-        stats += m["stats"]
-        for rj in m["rejects"]:
-            run.reject(rj["clip_id"], rj["reason"], rj["message"])
+    stats = _finished(paths, set(range(len(plan))) - set(todo), run)
     t0 = time.perf_counter()
     tasks = [(cid, by_id[cid]["video_path"]) for k in todo for cid in plan[k]]
     results = map_shards(_work, tasks, workers=cfg.preprocess.workers, ordered=True,

@@ -19,6 +19,7 @@ neighbouring, overlapping windows of one clip land on both sides; labelled).
 """
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -107,6 +108,7 @@ def open_split(split_dir: str | Path) -> dict[str, np.ndarray]:
 
 
 # ----------------------------------------------------------------------------- for the predictor
+@functools.lru_cache(maxsize=None)
 def _default_timing(frames: int, fps: float) -> WindowTiming:
     """The timing of a window of `frames` at `fps` with every other setting at its default."""
     cfg = Config()

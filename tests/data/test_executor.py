@@ -34,9 +34,9 @@ def test_ordered_results_come_in_job_order_from_initialised_workers():
     assert all(r[2] == "ready" and r[3] == 1 for r in out)   # the initializer ran once per worker
 
 
-def test_unordered_results_come_as_they_complete():
-    out = list(map_shards(_slow_first, [1.5, 0.0], workers=2))
-    assert out == [0.0, 1.5]   # the quick job overtook the slow one
+def test_unordered_results_come_as_they_complete_ordered_ones_wait():
+    assert list(map_shards(_slow_first, [1.5, 0.0], workers=2)) == [0.0, 1.5]
+    assert list(map_shards(_slow_first, [1.5, 0.0], workers=2, ordered=True)) == [1.5, 0.0]
 
 
 def test_fresh_process_per_job():

@@ -8,6 +8,7 @@ from dataclasses import replace
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+import yaml
 
 from kfusion.config import Config, SplitConfig, WindowsConfig
 from kfusion.shapes import window_timing
@@ -147,12 +148,14 @@ def test_assign_windows_splits_offsets_identity_and_rejects():
     assert [(c, r) for c, r, _ in wp.rejects] == [("b2", "no_valid_window")]
     assert wp.clip_ids() == {"a1", "a2", "b1"}
 
-    by_window = SplitConfig(by="window", test_fraction=0.4, val_fraction=0.3, seed=3)
+    by_window = SplitConfig(by="window", test_fraction=0.4, val_fraction=0.3, seed=0)
     wp = assign_windows(plans, manifest, WindowsConfig(identity="clip"), by_window)
     drawn = {r["window_id"]: r["split"] for s in wp.rows.values() for r in s}
-    for wid in ("a1@0", "a1@5", "a2@0"):   # train clips: each window drawn on its own
-        assert drawn[wid] == window_split(3, wid, 0.4, 0.3)
-    assert drawn["b1@0"] == "test"          # a test clip stays whole
+    # train clips: each window drawn on its own (sha256 of "0:<window id>", as for clips)
+    assert [drawn[w] for w in ("a1@0", "a1@5", "a2@0")] == ["train", "test", "train"]
+    assert all(drawn[w] == window_split(0, w, 0.4, 0.3) for w in ("a1@0", "a1@5", "a2@0"))
+    assert drawn["b1@0"] == "test" != window_split(0, "b1@0", 0.4, 0.3)   # a test clip stays whole
+    assert wp.counts == {"train": 2, "val": 0, "test": 2}
     assert wp.by_shard["s0"][1]["identity"][0, 0] == 2.0 and wp.identity_fallbacks == 0
 
 
@@ -178,7 +181,7 @@ def _synthetic_inputs(root, ids: list[str], n_frames: int, seconds: float) -> No
 
 
 @pytest.mark.parametrize("hop", [160, 320])
-def test_stage_aligns_mel_at_the_configured_hop(tmp_path, monkeypatch, hop):
+def test_stage_aligns_mel_at_the_configured_hop(tmp_path, monkeypatch, capsys, hop):
     from kfusion.stages import features, windows
     monkeypatch.chdir(tmp_path)
     _synthetic_inputs(tmp_path, ["c0", "c1"], n_frames=90, seconds=3.0)
@@ -201,3 +204,14 @@ def test_stage_aligns_mel_at_the_configured_hop(tmp_path, monkeypatch, hop):
         m0, w0 = round(t0 * mel_rate_hz), round(t0 * 50)   # by hand: the window's first instant
         assert np.array_equal(a["mel"][i], feats[w["clip_id"]]["mel"][m0:m0 + mel_rate_hz])
         assert np.array_equal(a["w2v"][i], feats[w["clip_id"]]["w2v"][w0:w0 + 49])
+    # features made with other settings than the windows stage is given: one line, exit 2
+    for section, key, value, says in [("features", "n_mels", 40, "re-run the features stage"),
+                                      ("landmarks", "fps", 25, "re-run the landmarks stage")]:
+        p = yaml.safe_load((tmp_path / "p.yaml").read_text())
+        p.setdefault(section, {})[key] = value
+        (tmp_path / "q.yaml").write_text(yaml.safe_dump(p))
+        capsys.readouterr()
+        assert windows.main(["--params", "q.yaml"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error: windows: ") and says in err[0], err
+
