@@ -34,7 +34,7 @@ from kfusion.config import Config, FeaturesConfig
 from kfusion.shapes import ENCODER_SAMPLE_RATE_HZ, W2V_DIM, W2V_RECEPTIVE_SAMPLES, n_w2v_frames
 from kfusion.pipeline.data.executor import map_shards
 from kfusion.pipeline.data.shards import SHARD_GLOB, ShardTally, plan_shards, shard_meta, write_shard
-from kfusion.pipeline.io import StageError, StageRun, atomic_path, write_json
+from kfusion.pipeline.io import StageRun, atomic_path, write_json
 
 SCHEMA_VERSION = 1
 FEATURES_SCHEMA = pa.schema([
@@ -332,10 +332,7 @@ def feature_jobs(cfg: Config, out: Path, encoder: dict, device: str) -> list[dic
 def encode_features(cfg: Config, out: Path, device: str, run: StageRun) -> dict[str, Any]:
     """Every audio shard's clips -> log-mel + wav2vec2 shards under `out` (a finished shard is
     kept), encoder.json beside them; rejects and counts on `run`. Returns the figures
-    metrics/features.json adds."""
-    if cfg.audio.sample_rate_hz != ENCODER_SAMPLE_RATE_HZ:
-        raise StageError(f"audio.sample_rate_hz={cfg.audio.sample_rate_hz}: wav2vec2 needs "
-                         f"{ENCODER_SAMPLE_RATE_HZ} Hz audio")
+    metrics/features.json adds. The audio is at 16 kHz: the config accepts no other rate."""
     encoder = encoder_record(cfg)
     jobs = feature_jobs(cfg, out, encoder, device)
     workers = 1 if device == "cuda" else min(cfg.preprocess.workers, max(len(jobs), 1))
