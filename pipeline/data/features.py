@@ -329,11 +329,12 @@ def feature_jobs(cfg: Config, out: Path, encoder: dict, device: str) -> list[dic
     return jobs
 
 
-def encode_features(cfg: Config, out: Path, device: str, run: StageRun) -> dict[str, Any]:
+def encode_features(cfg: Config, out: Path, device: str, encoder: dict,
+                    run: StageRun) -> dict[str, Any]:
     """Every audio shard's clips -> log-mel + wav2vec2 shards under `out` (a finished shard is
-    kept), encoder.json beside them; rejects and counts on `run`. Returns the figures
-    metrics/features.json adds. The audio is at 16 kHz: the config accepts no other rate."""
-    encoder = encoder_record(cfg)
+    kept), encoder.json (`encoder`, from encoder_record) beside them; rejects and counts on
+    `run`. Returns the figures metrics/features.json adds. The audio is at 16 kHz: the config
+    accepts no other rate."""
     jobs = feature_jobs(cfg, out, encoder, device)
     workers = 1 if device == "cuda" else min(cfg.preprocess.workers, max(len(jobs), 1))
     threads = default_threads(workers, cfg.features.threads)   # torch threads per worker
