@@ -6,8 +6,7 @@ import sys
 from pathlib import Path
 
 from kfusion.config import Config
-from kfusion.device import resolve_device
-from kfusion.pipeline.data.features import encode_features, encoder_record
+from kfusion.pipeline.data.features import encode_features, encoder_device, encoder_record
 from kfusion.pipeline.io import StageRun
 from kfusion.stages._common import finish_stage, run_stage
 
@@ -18,7 +17,7 @@ def _run(cfg: Config, args: argparse.Namespace) -> None:
     if not (audio_dir / "config.yaml").exists():
         raise FileNotFoundError(f"{audio_dir}: no audio stage output; run the audio stage first")
     out.mkdir(parents=True, exist_ok=True)
-    device = resolve_device(cfg.device).type
+    device = encoder_device(cfg)
     encoder = encoder_record(cfg)   # load it once here: fail or warn before any work
     run = StageRun("features")      # its clock, and so real_time_factor, starts after the load
     figures = encode_features(cfg, out, device, encoder, run)

@@ -286,6 +286,13 @@ def default_threads(workers: int, configured: int) -> int:
 
 
 # ----------------------------------------------------------------------------- stage
+def encoder_device(cfg: Config) -> str:
+    """"cuda" or "cpu" for the encoder, from `device`. torch is imported here, not when this
+    module or the stage is: shard workers import both, and a resumed shard needs no torch."""
+    from kfusion.device import resolve_device
+    return resolve_device(cfg.device).type
+
+
 def encoder_record(cfg: Config) -> dict:
     """Load the encoder once here: fail or warn early, and know what every shard will record."""
     model, fallback, why = load_wav2vec2(cfg.features.wav2vec2, fallback=cfg.features.wav2vec2_fallback,
