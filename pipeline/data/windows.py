@@ -19,15 +19,13 @@ neighbouring, overlapping windows of one clip land on both sides; labelled).
 """
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
 import pyarrow as pa
 
-from kfusion.config import Config
-from kfusion.shapes import N_POINTS, WINDOW_ARRAYS, WindowTiming, window_timing
+from kfusion.shapes import N_POINTS, WINDOW_ARRAYS, WindowTiming
 from kfusion.pipeline.data.index import seeded_split
 from kfusion.pipeline.data.landmarks import to_crop_px
 
@@ -105,26 +103,3 @@ def open_split(split_dir: str | Path) -> dict[str, np.ndarray]:
     """The arrays of one split, memory-mapped read-only (nothing read until indexed)."""
     d = Path(split_dir)
     return {k: np.load(d / f"{k}.npy", mmap_mode="r") for k in WINDOW_ARRAYS}
-
-
-# ----------------------------------------------------------------------------- for the predictor
-@functools.lru_cache(maxsize=None)
-def _default_timing(frames: int, fps: float) -> WindowTiming:
-    """The timing of a window of `frames` at `fps` with every other setting at its default."""
-    cfg = Config()
-    cfg.windows.frames, cfg.landmarks.fps = frames, fps
-    return window_timing(cfg)
-
-
-def spans(frames: int, fps: float) -> tuple[int, int]:
-    """(mel frames, wav2vec2 frames) per window at the default audio settings (16 kHz, hop
-    160): (100, 49) for 30 frames at 30 fps. The stages use window_timing(cfg); the
-    predictor still calls this."""
-    t = _default_timing(frames, fps)
-    return t.n_mel, t.n_tokens
-
-
-def audio_starts(start_frame: int, fps: float) -> tuple[int, int]:
-    """First mel frame and first wav2vec2 frame of the window starting at `start_frame`, at the
-    default audio settings; see spans."""
-    return _default_timing(1, fps).audio_starts(start_frame)

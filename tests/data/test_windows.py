@@ -17,8 +17,7 @@ from kfusion.pipeline.data.features import read_shard
 from kfusion.pipeline.data.landmarks import read_clip, rows_to_table
 from kfusion.pipeline.data.shards import iter_rows, write_shard
 from kfusion.pipeline.data.window_build import assign_windows
-from kfusion.pipeline.data.windows import (audio_starts, gt_in_crop, open_split, spans, valid_starts,
-                                           window_split)
+from kfusion.pipeline.data.windows import gt_in_crop, open_split, valid_starts, window_split
 from data_helpers import manifest_row, small_grid, write_manifest, write_params
 from test_features import tiny_wav2vec2_dir
 
@@ -40,8 +39,6 @@ def test_window_timing_at_the_defaults_and_at_hop_320():
     t = _timing(features={"hop_length": 320})   # 50 mel frames/s
     assert (t.n_mel, t.n_tokens, t.mel_rate_hz) == (50, 49, 50.0)
     assert t.audio_starts(7) == (12, 12)      # round(11.67), round(11.67)
-    # the predictor's spans/audio_starts are the default timing's
-    assert spans(30, 30.0) == (100, 49) and audio_starts(7, 30.0) == (23, 12)
 
 
 def test_valid_starts():
