@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Callable
+from pathlib import Path
+from typing import Any, Callable
 
-from kfusion.config import Config, ConfigError, load
-from kfusion.pipeline.io import StageError
+from kfusion.config import Config, ConfigError, dump, load
+from kfusion.pipeline.io import StageError, StageRun
 
 
 def run_stage(name: str, body: Callable[[Config, argparse.Namespace], object],
@@ -31,3 +32,15 @@ def run_stage(name: str, body: Callable[[Config, argparse.Namespace], object],
         print(f"error: {name}: {e}", file=sys.stderr)
         return 2
     return 0
+
+
+def finish_stage(cfg: Config, run: StageRun, out: str | Path, *, max_reject_fraction: float,
+                 extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The end every data stage shares: the config beside its outputs (<out>/config.yaml), its
+    rejects (<out>/rejects.parquet), its counts and `extra` figures in metrics/<stage>.json,
+    the one-line summary; a StageError above `max_reject_fraction`."""
+    dump(cfg, Path(out) / "config.yaml")
+    run.extra.update(extra or {})
+    return run.finish(rejects_path=Path(out) / "rejects.parquet",
+                      metrics_path=Path("metrics") / f"{run.stage}.json",
+                      max_reject_fraction=max_reject_fraction)

@@ -18,9 +18,12 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from kfusion.config import AudioConfig
+from kfusion.config import AudioConfig, Config
+from kfusion.pipeline.data.executor import map_shards
+from kfusion.pipeline.data.shards import (ShardTally, clean_stale, plan_shards, shard_done, shard_meta,
+                                          shard_path, write_shard)
+from kfusion.pipeline.io import StageRun
 from kfusion.pipeline.media.container import MediaError, decode_audio
-from kfusion.pipeline.data.shards import shard_done, write_shard
 
 SCHEMA_VERSION = 1
 AUDIO_SCHEMA = pa.schema([
@@ -84,7 +87,6 @@ def process_shard(job: dict[str, Any]) -> dict[str, Any]:
     ids = [r["clip_id"] for r in rows]
     meta = {"schema_version": SCHEMA_VERSION, "fingerprint": fingerprint(cfg, rows)}
     if shard_done(path, ids, meta):
-        from kfusion.pipeline.data.shards import shard_meta
         return {"path": str(path), "skipped": True, **_summary(shard_meta(path))}
     out, rejects, seconds = [], [], 0.0
     for r in rows:
@@ -103,6 +105,24 @@ def process_shard(job: dict[str, Any]) -> dict[str, Any]:
 def _summary(meta: dict) -> dict:
     return {"rejects": meta.get("rejects", []), "seconds": meta.get("seconds", 0.0),
             "n_rows": meta.get("n_rows", 0)}
+
+
+def audio_shards(cfg: Config, rows: list[dict], out: Path, run: StageRun) -> dict[str, Any]:
+    """Decode and check the manifest `rows` (sorted by clip id) into audio shards under `out`,
+    a shard per worker job; a shard already complete is kept. Rejects and counts go on `run`;
+    returns the figures metrics/audio.json adds."""
+    plan = plan_shards([r["clip_id"] for r in rows], cfg.audio.clips_per_shard)
+    jobs, i = [], 0
+    for k, ids in enumerate(plan):
+        jobs.append({"rows": rows[i:i + len(ids)], "cfg": cfg.audio, "path": str(shard_path(out, k)),
+                     "ffmpeg": cfg.preprocess.ffmpeg})
+        i += len(ids)
+    clean_stale(out, [j["path"] for j in jobs])
+    tally = ShardTally()
+    for res in map_shards(process_shard, jobs, workers=cfg.preprocess.workers, desc="audio"):
+        tally.add(res, run)
+    return {"audio_hours": round(tally.seconds / 3600.0, 4), "shards": len(jobs),
+            "shards_resumed": tally.resumed, "sample_rate_hz": cfg.audio.sample_rate_hz}
 
 
 def load_samples(row: dict) -> np.ndarray:

@@ -1,7 +1,7 @@
 """Features stage library: log-mel (Global Domain) and wav2vec2 hidden states (Content Domain).
 
-- log-mel: torchaudio MelSpectrogram, hop 160 at 16 kHz = 100 frames/s, centred frames
-  (frame k is centred on k * 10 ms), log(max(mel, 1e-5)). Shape (n_mel, n_mels).
+- log-mel: torchaudio MelSpectrogram, hop `features.hop_length` (160 at 16 kHz = 100 frames/s),
+  centred frames (frame k is centred on k * hop), log(max(mel, 1e-5)). Shape (n_mel, n_mels).
 - wav2vec2: last hidden state of a frozen `Wav2Vec2Model`, 50 frames/s (frame k starts at
   k * 20 ms, 25 ms receptive field), stored as float16. Shape (n_w2v, 768).
   Loaded with `local_files_only=True` from a hub id (the local HF cache) or a directory:
@@ -30,12 +30,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from kfusion.config import FeaturesConfig
-from kfusion.pipeline.io import atomic_path
-from kfusion.pipeline.data.shards import shard_meta, write_shard
+from kfusion.config import Config, FeaturesConfig
+from kfusion.shapes import ENCODER_SAMPLE_RATE_HZ, W2V_DIM, W2V_RECEPTIVE_SAMPLES, n_w2v_frames
+from kfusion.pipeline.data.executor import map_shards
+from kfusion.pipeline.data.shards import SHARD_GLOB, ShardTally, plan_shards, shard_meta, write_shard
+from kfusion.pipeline.io import StageRun, atomic_path, write_json
 
 SCHEMA_VERSION = 1
-W2V_DIM = 768
 FEATURES_SCHEMA = pa.schema([
     ("clip_id", pa.string()), ("mel", pa.list_(pa.float32())), ("n_mel", pa.int32()),
     ("w2v", pa.list_(pa.float16())), ("n_w2v", pa.int32()),
@@ -43,7 +44,7 @@ FEATURES_SCHEMA = pa.schema([
 
 
 # ----------------------------------------------------------------------------- log-mel
-def mel_transform(cfg: FeaturesConfig, sample_rate_hz: int = 16000):
+def mel_transform(cfg: FeaturesConfig, sample_rate_hz: int = ENCODER_SAMPLE_RATE_HZ):
     import torchaudio
     return torchaudio.transforms.MelSpectrogram(
         sample_rate=sample_rate_hz, n_fft=cfg.n_fft, win_length=cfg.win_length,
@@ -91,14 +92,6 @@ def normalise(samples: np.ndarray) -> np.ndarray:
     """Zero mean, unit variance per clip: what Wav2Vec2FeatureExtractor(do_normalize) does."""
     x = samples.astype(np.float32)
     return (x - x.mean()) / np.sqrt(x.var() + 1e-7)
-
-
-def n_w2v_frames(n_samples: int) -> int:
-    """Frames wav2vec2's conv stack yields (kernels 10,3,3,3,3,2,2; strides 5,2,2,2,2,2,2)."""
-    n = n_samples
-    for k, s in zip((10, 3, 3, 3, 3, 2, 2), (5, 2, 2, 2, 2, 2, 2)):
-        n = (n - k) // s + 1
-    return max(n, 0)
 
 
 def plan_batches(lengths: list[int], batch_samples: int, max_pad_fraction: float) -> list[list[int]]:
@@ -268,18 +261,19 @@ def process_shard(job: dict[str, Any]) -> dict[str, Any]:
     rows, rejects = [], []
     usable = []
     for cid, x in clips:
-        if len(x) < 400:   # shorter than one wav2vec2 frame (25 ms)
+        if len(x) < W2V_RECEPTIVE_SAMPLES:   # shorter than one wav2vec2 frame (25 ms)
             rejects.append([cid, "too_short", f"{len(x)} samples: shorter than one wav2vec2 frame"])
         else:
             usable.append((cid, x))
     cfg = job["cfg"]
     w2v = wav2vec2_features(model, [x for _, x in usable], device=job["device"],
-                            half=cfg.half_precision, batch_samples=int(cfg.batch_seconds * 16000),
+                            half=cfg.half_precision,
+                            batch_samples=int(cfg.batch_seconds * ENCODER_SAMPLE_RATE_HZ),
                             max_pad_fraction=cfg.max_pad_fraction)
     seconds = 0.0
     for (cid, x), h in zip(usable, w2v):
         rows.append({"clip_id": cid, "mel": log_mel(x, mel_tf), "w2v": h})
-        seconds += len(x) / 16000
+        seconds += len(x) / ENCODER_SAMPLE_RATE_HZ
     meta = {"schema_version": SCHEMA_VERSION, "fingerprint": fp, **job["encoder"],
             "n_mels": cfg.n_mels, "rejects": rejects, "n_rows": len(rows), "seconds": seconds}
     write_features(path, rows, meta, ids)
@@ -289,4 +283,79 @@ def process_shard(job: dict[str, Any]) -> dict[str, Any]:
 
 def default_threads(workers: int, configured: int) -> int:
     return configured or max(1, (os.cpu_count() or 1) // max(workers, 1))
+
+
+# ----------------------------------------------------------------------------- stage
+def encoder_device(cfg: Config) -> str:
+    """"cuda" or "cpu" for the encoder, from `device`. torch is imported here, not when this
+    module or the stage is: shard workers import both, and a resumed shard needs no torch."""
+    from kfusion.device import resolve_device
+    return resolve_device(cfg.device).type
+
+
+def encoder_record(cfg: Config) -> dict:
+    """Load the encoder once here: fail or warn early, and know what every shard will record."""
+    model, fallback, why = load_wav2vec2(cfg.features.wav2vec2, fallback=cfg.features.wav2vec2_fallback,
+                                         seed=cfg.seed)
+    del model
+    enc = {"encoder": cfg.features.wav2vec2, "fallback": fallback}
+    if fallback:
+        enc.update(fallback_seed=cfg.seed, fallback_reason=why,
+                   fallback_architecture="transformers.Wav2Vec2Config() defaults (wav2vec2-base)")
+    return enc
+
+
+def audio_inputs(audio_dir: Path) -> tuple[dict[str, str], dict[str, str]]:
+    """clip id -> audio shard path, and shard path -> that shard's fingerprint."""
+    where, fps = {}, {}
+    for p in sorted(audio_dir.glob(SHARD_GLOB)):
+        meta = shard_meta(p)
+        fps[str(p)] = meta.get("fingerprint", "")
+        for cid in pq.read_table(p, columns=["clip_id"]).column("clip_id").to_pylist():
+            where[cid] = str(p)
+    return where, fps
+
+
+def feature_jobs(cfg: Config, out: Path, encoder: dict, device: str) -> list[dict]:
+    """One job per features shard (clip ids sorted, cut every clips_per_shard), each with the
+    fingerprint that lets a finished shard be kept; shards of an older plan are removed."""
+    where, audio_fp = audio_inputs(Path(cfg.audio.out))
+    jobs = []
+    for k, ids in enumerate(plan_shards(sorted(where), cfg.features.clips_per_shard)):
+        sources = sorted({where[c] for c in ids})
+        fp = fingerprint(cfg.features, encoder, [ids, [audio_fp[s] for s in sources], cfg.seed])
+        jobs.append({"path": str(feature_shard_path(out, k, cfg.features.format)), "ids": ids,
+                     "sources": sources, "fingerprint": fp, "cfg": cfg.features,
+                     "encoder": encoder, "seed": cfg.seed, "device": device})
+    keep = {Path(j["path"]).name for j in jobs}
+    for p in out.glob("shard-*"):   # shards of an older plan or the other format
+        if p.name not in keep:
+            p.unlink()
+    for p in out.glob(".shard-*.tmp"):   # temp files of a killed run: never read, only disk
+        p.unlink()
+    return jobs
+
+
+def encode_features(cfg: Config, out: Path, device: str, encoder: dict,
+                    run: StageRun) -> dict[str, Any]:
+    """Every audio shard's clips -> log-mel + wav2vec2 shards under `out` (a finished shard is
+    kept), encoder.json (`encoder`, from encoder_record) beside them; rejects and counts on
+    `run`. Returns the figures metrics/features.json adds. The audio is at 16 kHz: the config
+    accepts no other rate."""
+    jobs = feature_jobs(cfg, out, encoder, device)
+    workers = 1 if device == "cuda" else min(cfg.preprocess.workers, max(len(jobs), 1))
+    threads = default_threads(workers, cfg.features.threads)   # torch threads per worker
+    jobs = [{**j, "threads": threads} for j in jobs]
+    tally = ShardTally()
+    # one worker: encode here, with no pool (on CUDA the model stays in this process)
+    for res in map_shards(process_shard, jobs, workers=0 if workers == 1 else workers, desc="features"):
+        tally.add(res, run)
+    write_json(out / "encoder.json", encoder)
+    return {**encoder, "device": device, "format": cfg.features.format,
+            "audio_seconds": round(tally.seconds, 2), "shards": len(jobs),
+            "shards_resumed": tally.resumed, "workers": workers, "threads_per_worker": threads,
+            # audio encoded in this run per second of it; resumed shards cost nothing, so
+            # they do not count (null when every shard was resumed)
+            "real_time_factor": round(tally.computed_seconds / max(run.seconds, 1e-9), 2)
+            if tally.computed_seconds else None}
 

@@ -12,18 +12,22 @@ Anything that cannot become one (no partner, unknown emotion, unreadable file) i
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import tarfile
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 
-from kfusion.config import SplitConfig
+from kfusion.config import Config, SplitConfig
 from kfusion.shapes import EMOTIONS
-from kfusion.pipeline.io import atomic_path
+from kfusion.pipeline.data.executor import map_shards
+from kfusion.pipeline.io import StageRun, atomic_path
 from kfusion.pipeline.media.container import MediaError, probe
 
 MANIFEST_SCHEMA = pa.schema([
@@ -262,10 +266,12 @@ def check(c: Candidate, ffmpeg: str = "") -> tuple[dict | None, tuple[str, str] 
     return row, None
 
 
-def _unit(seed: int, clip_id: str) -> float:
-    """A uniform number in [0, 1) fixed by (seed, clip id): stable when clips are added."""
-    h = hashlib.sha256(f"{seed}:{clip_id}".encode()).digest()
-    return int.from_bytes(h[:8], "big") / 2.0 ** 64
+def seeded_split(seed: int, key: str, test_fraction: float, val_fraction: float) -> str:
+    """"test", "val" or "train" for `key` (a clip or window id), drawn from a uniform number in
+    [0, 1) fixed by (seed, key): stable when other clips are added."""
+    h = hashlib.sha256(f"{seed}:{key}".encode()).digest()
+    u = int.from_bytes(h[:8], "big") / 2.0 ** 64
+    return "test" if u < test_fraction else "val" if u < test_fraction + val_fraction else "train"
 
 
 def assign_split(row: dict, cfg: SplitConfig) -> str:
@@ -279,10 +285,48 @@ def assign_split(row: dict, cfg: SplitConfig) -> str:
             return "val"
         return "train"
     if cfg.by == "clip":
-        u = _unit(cfg.seed, row["clip_id"])
-        return "test" if u < cfg.test_fraction else \
-            "val" if u < cfg.test_fraction + cfg.val_fraction else "train"
+        return seeded_split(cfg.seed, row["clip_id"], cfg.test_fraction, cfg.val_fraction)
     return "train"   # by: window — the windows stage splits windows at random (leaky)
+
+
+def index_corpora(cfg: Config, cache_dir: Path, run: StageRun) -> list[dict]:
+    """Scan every corpus of `index.corpora` and check each candidate (in workers): the usable
+    clips' manifest rows, each with its split. Every other candidate is a reject on `run`."""
+    candidates = []
+    for corpus in cfg.index.corpora:
+        candidates += scan(corpus, Path(cfg.index.roots.get(corpus, "")), cache_dir)
+    candidates.sort(key=lambda c: c.clip_id)
+    results = map_shards(functools.partial(check, ffmpeg=cfg.preprocess.ffmpeg), candidates,
+                         workers=cfg.preprocess.workers, ordered=True, desc="index", unit="clip")
+    rows = []
+    for (row, problem), c in zip(results, candidates):   # results first: zip ends the pool
+        if problem:
+            run.reject(c.clip_id, *problem)
+            continue
+        row["split"] = assign_split(row, cfg.split)
+        rows.append(row)
+        run.processed += 1
+    return rows
+
+
+def index_metrics(cfg: Config, rows: list[dict]) -> dict:
+    """What metrics/index.json adds to the counts: clips per split and corpus, speakers, hours."""
+    return {
+        "corpora": list(cfg.index.corpora), "split_by": cfg.split.by,
+        "split_leaky": cfg.split.by == "window",
+        "clips_per_split": dict(Counter(r["split"] for r in rows)),
+        "clips_per_corpus": dict(Counter(r["corpus"] for r in rows)),
+        "speakers": len({(r["corpus"], r["speaker"]) for r in rows}),
+        "hours": round(sum(r["video_duration_s"] for r in rows) / 3600.0, 4),
+    }
+
+
+def read_manifest(index_out: str | Path) -> list[dict]:
+    """The manifest's rows, sorted by clip id; FileNotFoundError naming the stage to run."""
+    path = Path(index_out) / "manifest.parquet"
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no manifest; run the index stage first (dvc repro index)")
+    return sorted(pq.read_table(path).to_pylist(), key=lambda r: r["clip_id"])
 
 
 def manifest_table(rows: list[dict]) -> pa.Table:

@@ -27,9 +27,9 @@ from typing import Iterable
 import numpy as np
 
 from kfusion.config import LandmarksConfig
+from kfusion.shapes import N_POINTS
 from kfusion.pipeline.media.video import downscale
 
-N_POINTS = 68
 UPPER_FACE = np.r_[17:48]        # brows, nose, eyes: still while the mouth speaks
 PREDICTOR_FILE = "shape_predictor_68_face_landmarks.dat"
 CNN_DETECTOR_FILE = "mmod_human_face_detector.dat"

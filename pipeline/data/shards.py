@@ -8,13 +8,14 @@ what makes preprocessing resumable without a partial file ever being visible.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from kfusion.pipeline.io import atomic_path
+from kfusion.pipeline.io import StageRun, atomic_path
 
 SHARD_GLOB = "shard-*.parquet"
 
@@ -86,3 +87,20 @@ def clean_stale(out_dir: str | Path, keep: Iterable[Path]) -> None:
             p.unlink()
     for p in Path(out_dir).glob(".shard-*.tmp"):
         p.unlink()
+
+
+@dataclass
+class ShardTally:
+    """Totals over the results of shard jobs ({rejects, n_rows, seconds, skipped} each)."""
+    seconds: float = 0.0            # audio in every shard
+    computed_seconds: float = 0.0   # audio in the shards this run made (not resumed)
+    resumed: int = 0                # shards found complete and kept
+
+    def add(self, res: dict[str, Any], run: StageRun) -> None:
+        """Count one shard's result; its rejects and processed clips go on `run`."""
+        for clip_id, reason, message in res["rejects"]:
+            run.reject(clip_id, reason, message)
+        run.processed += res["n_rows"]
+        self.seconds += res["seconds"]
+        self.computed_seconds += 0.0 if res["skipped"] else res["seconds"]
+        self.resumed += res["skipped"]

@@ -1,10 +1,12 @@
-"""Windows stage library: 1 s windows of landmarks with the audio features aligned to them.
+"""Windows: 1 s windows of landmarks with the audio features aligned to them (arithmetic).
 
-A window starts at video frame s (30 fps) and holds frames s .. s+29. Its audio spans start
-at the same instant t0 = s / fps: mel frames round(t0 * 100) .. +100 (100 frames/s, centred
-on k * 10 ms) and wav2vec2 frames round(t0 * 50) .. +49 (wav2vec2 gives 49 frames for 1 s
-of audio). A window is kept when both spans lie inside the clip's features, its landmarks
-are finite, and at most `windows.max_missing_frames` of its frames are bridged dropouts.
+A window starts at video frame s and holds frames s .. s + frames - 1. Its audio spans start
+at the same instant t0 = s / fps (kfusion.shapes.WindowTiming, from the config): mel frames
+round(t0 * mel_rate_hz) .. + n_mel (mel_rate_hz = audio.sample_rate_hz / features.hop_length:
+100 frames/s at the defaults, frame k centred on k * 10 ms) and wav2vec2 frames round(t0 * 50)
+.. + n_tokens (49 for 1 s of audio). A window is kept when both spans lie inside the clip's
+features, its landmarks are finite, and at most `windows.max_missing_frames` of its frames
+are bridged dropouts. The stage's two passes over the shards are in window_build.py.
 
 Identity landmarks (`windows.identity`): `clip` = the clip's reference frame (the frame the
 landmark stage stored as the identity image); `speaker_neutral` = that of the speaker's
@@ -17,21 +19,16 @@ neighbouring, overlapping windows of one clip land on both sides; labelled).
 """
 from __future__ import annotations
 
-import hashlib
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from kfusion.pipeline.data.features import n_w2v_frames
+from kfusion.shapes import N_POINTS, WINDOW_ARRAYS, WindowTiming
+from kfusion.pipeline.data.index import seeded_split
+from kfusion.pipeline.data.landmarks import to_crop_px
 
-SPLITS = ("train", "val", "test")
-N_POINTS = 68
-MEL_RATE_HZ = 100
-W2V_RATE_HZ = 50
 WINDOWS_SCHEMA = pa.schema([
     ("window_id", pa.string()), ("clip_id", pa.string()), ("corpus", pa.string()),
     ("speaker", pa.string()), ("emotion", pa.string()), ("emotion_id", pa.int64()),
@@ -39,28 +36,16 @@ WINDOWS_SCHEMA = pa.schema([
 ])
 
 
-def spans(frames: int, fps: float) -> tuple[int, int]:
-    """(mel frames, wav2vec2 frames) per window: (100, 49) for 30 frames at 30 fps."""
-    seconds = frames / fps
-    return int(round(seconds * MEL_RATE_HZ)), n_w2v_frames(int(round(seconds * 16000)))
-
-
-def audio_starts(start_frame: int, fps: float) -> tuple[int, int]:
-    """First mel frame and first wav2vec2 frame of the window starting at `start_frame`."""
-    t0 = start_frame / fps
-    return int(round(t0 * MEL_RATE_HZ)), int(round(t0 * W2V_RATE_HZ))
-
-
-def valid_starts(landmarks: np.ndarray, face_found: np.ndarray, n_mel: int, n_w2v: int, *,
-                 frames: int, stride: int, fps: float, max_missing: int) -> list[int]:
-    """Start frames of the usable windows of one clip. landmarks: (T, 68, 2) crop px."""
-    T = len(landmarks)
-    mel_len, w2v_len = spans(frames, fps)
+def valid_starts(landmarks: np.ndarray, face_found: np.ndarray, n_mel: int, n_w2v: int,
+                 timing: WindowTiming, *, stride: int, max_missing: int) -> list[int]:
+    """Start frames of the usable windows of one clip with n_mel mel and n_w2v wav2vec2 frames.
+    landmarks: (T, 68, 2) crop px."""
+    T, frames = len(landmarks), timing.n_frames
     finite = np.isfinite(landmarks).all(axis=(1, 2))           # (T,)
     out = []
     for s in range(0, T - frames + 1, stride):
-        m0, w0 = audio_starts(s, fps)
-        if m0 + mel_len > n_mel or w0 + w2v_len > n_w2v:
+        m0, w0 = timing.audio_starts(s)
+        if m0 + timing.n_mel > n_mel or w0 + timing.n_tokens > n_w2v:
             break   # audio ended (later windows cannot fit either)
         if not finite[s:s + frames].all():
             continue
@@ -68,11 +53,6 @@ def valid_starts(landmarks: np.ndarray, face_found: np.ndarray, n_mel: int, n_w2
             continue
         out.append(s)
     return out
-
-
-def to_crop_px(video_px: np.ndarray, crop_box: np.ndarray, crop_px: int) -> np.ndarray:
-    """(T, 68, 2) video px -> crop px with per-frame boxes (T, 3) = x0, y0, side."""
-    return ((video_px - crop_box[:, None, :2]) * (crop_px / crop_box[:, None, 2:3])).astype(np.float32)
 
 
 def gt_in_crop(gt_video_px: np.ndarray, crop_box: np.ndarray, crop_px: int) -> np.ndarray:
@@ -86,9 +66,7 @@ def gt_in_crop(gt_video_px: np.ndarray, crop_box: np.ndarray, crop_px: int) -> n
 
 def window_split(seed: int, window_id: str, test_fraction: float, val_fraction: float) -> str:
     """The authors' random split of windows (seeded, stable per window id). Leaky."""
-    h = hashlib.sha256(f"{seed}:{window_id}".encode()).digest()
-    u = int.from_bytes(h[:8], "big") / 2.0 ** 64
-    return "test" if u < test_fraction else "val" if u < test_fraction + val_fraction else "train"
+    return seeded_split(seed, window_id, test_fraction, val_fraction)
 
 
 def reference_frame(landmarks: np.ndarray, preferred: int) -> int:
@@ -99,29 +77,15 @@ def reference_frame(landmarks: np.ndarray, preferred: int) -> int:
     return int(finite[0]) if len(finite) else -1
 
 
-@dataclass
-class ClipPlan:
-    """Pass 1's verdict on one clip: which windows it gives, and its identity landmarks."""
-    clip_id: str
-    row: dict                       # manifest row
-    starts: list[int]
-    identity: np.ndarray            # (68, 2) crop px of the reference frame
-    splits: list[str] = field(default_factory=list)   # per start
-
-
-def iter_landmark_shards(landmarks_dir: Path, columns: list[str] | None = None) -> Iterator[pa.Table]:
-    for p in sorted(landmarks_dir.glob("shard-*.parquet")):
-        yield pq.read_table(p, columns=columns)
-
-
 def landmark_rows(table: pa.Table) -> Iterator[dict[str, Any]]:
     """Rows of a landmark shard with arrays in their shapes (T, 68, 2), (T,), (T, 3)."""
     cols = table.column_names
     for i in range(table.num_rows):
         r = {c: table.column(c)[i] for c in cols}
         T = r["n_frames"].as_py()
-        out = {"clip_id": r["clip_id"].as_py(), "n_frames": T,
-               "fps": float(r["fps"].as_py()) if "fps" in r else 30.0}
+        out = {"clip_id": r["clip_id"].as_py(), "n_frames": T}
+        if "fps" in r:
+            out["fps"] = float(r["fps"].as_py())
         if "landmarks_px" in r:
             out["landmarks_px"] = r["landmarks_px"].values.to_numpy(zero_copy_only=False) \
                 .astype(np.float32).reshape(T, N_POINTS, 2)
@@ -138,5 +102,4 @@ def landmark_rows(table: pa.Table) -> Iterator[dict[str, Any]]:
 def open_split(split_dir: str | Path) -> dict[str, np.ndarray]:
     """The arrays of one split, memory-mapped read-only (nothing read until indexed)."""
     d = Path(split_dir)
-    return {k: np.load(d / f"{k}.npy", mmap_mode="r")
-            for k in ("landmarks", "identity", "mel", "w2v", "emotion", "gt_landmarks")}
+    return {k: np.load(d / f"{k}.npy", mmap_mode="r") for k in WINDOW_ARRAYS}

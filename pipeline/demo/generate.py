@@ -1,13 +1,13 @@
 """The demo corpus, clip by clip: plan, synthesise, animate, render, encode, check.
 
-Each clip runs in a fresh worker process (a pool with `maxtasksperchild=1` forked from a clean
-forkserver): eSpeak NG's output depends on what the same process synthesised before, and a
-fresh process makes every clip bit-identical from run to run, whatever the worker count.
+Each clip runs in a fresh worker process (`map_shards(..., fresh_process_per_job=True)`,
+forked from a clean fork server): eSpeak NG's output depends on what the same process
+synthesised before, and a fresh process makes every clip bit-identical from run to run,
+whatever the worker count.
 """
 from __future__ import annotations
 
 import json
-import multiprocessing as mp
 import re
 import subprocess
 from dataclasses import dataclass
@@ -17,10 +17,13 @@ from typing import Any
 import numpy as np
 
 from kfusion.shapes import EMOTIONS
+from kfusion.pipeline.data.executor import map_shards
 from kfusion.pipeline.demo import render, tts, visemes
-from kfusion.pipeline.demo.faces import Speaker, interocular
+from kfusion.pipeline.demo.faces import Speaker, interocular, speakers_for
 from kfusion.pipeline.demo.groundtruth import crop_box, to_crop
+from kfusion.pipeline.demo.report import decode_problem
 from kfusion.pipeline.demo.sentences import HARVARD
+from kfusion.pipeline.io import StageRun
 
 
 @dataclass(frozen=True)
@@ -207,13 +210,27 @@ def decode_check(video: Path, audio: Path, ffmpeg: str, fps: int, rate_hz: int,
 
 # ----------------------------------------------------------------------------- pool
 def run_clips(demo, specs: list[ClipSpec], speakers: list[Speaker], corpus_dir: Path,
-              ffmpeg: str, workers: int, progress=None):
+              ffmpeg: str, workers: int):
     """Yield each clip's result (in plan order), each clip in a fresh process."""
     jobs = [(demo, s, speakers[s.speaker_index], str(corpus_dir), ffmpeg) for s in specs]
-    ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload(["numpy", "cv2", "scipy.spatial", "kfusion.pipeline.demo.render",
-                                "kfusion.pipeline.demo.visemes", "kfusion.pipeline.media.container"])
-    with ctx.Pool(workers, maxtasksperchild=1) as pool:
-        it = pool.imap(clip_job, jobs, chunksize=1)
-        yield from (progress(it, total=len(jobs)) if progress else it)
+    yield from map_shards(clip_job, jobs, workers=workers, ordered=True, fresh_process_per_job=True,
+                          preload=["numpy", "cv2", "scipy.spatial", "kfusion.pipeline.demo.render",
+                                   "kfusion.pipeline.demo.visemes", "kfusion.pipeline.media.container"],
+                          desc="demo", unit="clip")
 
+
+def generate_corpus(demo, corpus_dir: Path, ffmpeg: str, workers: int, run: StageRun) -> list[dict]:
+    """Make every planned clip under `corpus_dir`; return the results of the good ones. A clip
+    that failed, or whose files do not decode as planned, is a reject on `run`, its files removed."""
+    results = []
+    for res in run_clips(demo, plan(demo), speakers_for(demo), corpus_dir, ffmpeg, workers):
+        spec = res["spec"]
+        problem = res.get("error") or decode_problem(res["check"], demo, res["row"]["n_frames"])
+        if problem:
+            run.reject(spec.clip_id, "generation_failed" if "error" in res else "decode_mismatch", problem)
+            for rel in (spec.video_rel, spec.audio_rel):
+                (corpus_dir / rel).unlink(missing_ok=True)
+            continue
+        results.append(res)
+        run.processed += 1
+    return results

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kfusion.shapes import ENCODER_SAMPLE_RATE_HZ
 from kfusion.pipeline.media.ffmpeg import ffmpeg_binary
 
 
@@ -158,8 +159,8 @@ def probe(path: str | Path, ffmpeg: str = "") -> MediaInfo:
     return info
 
 
-def decode_audio(path: str | Path, *, sample_rate_hz: int = 16000, ffmpeg: str = "",
-                 timeout_s: float = 600.0) -> np.ndarray:
+def decode_audio(path: str | Path, *, sample_rate_hz: int = ENCODER_SAMPLE_RATE_HZ,
+                 ffmpeg: str = "", timeout_s: float = 600.0) -> np.ndarray:
     """First audio stream of `path` as mono float32 at `sample_rate_hz`, shape (n_samples,).
 
     Channels are averaged (ffmpeg's -ac 1 downmix). Raises MediaError("no_audio_stream")

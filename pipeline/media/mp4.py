@@ -13,6 +13,7 @@ from typing import Iterable
 import numpy as np
 import soundfile as sf
 
+from kfusion.shapes import ENCODER_SAMPLE_RATE_HZ
 from kfusion.pipeline.media.ffmpeg import ffmpeg_binary
 from kfusion.pipeline.io import atomic_path
 
@@ -22,7 +23,7 @@ BITEXACT = ["-threads", "1", "-flags:v", "+bitexact", "-fflags", "+bitexact", "-
 
 
 def write_mp4(path: str | Path, frames: Iterable[np.ndarray], *, fps: int, size_wh: tuple[int, int],
-              audio: np.ndarray | None = None, sample_rate_hz: int = 16000,
+              audio: np.ndarray | None = None, sample_rate_hz: int = ENCODER_SAMPLE_RATE_HZ,
               audio_file: str | Path | None = None, ffmpeg: str = "", crf: int = 20,
               bitexact: bool = False) -> None:
     """Encode RGB uint8 frames (H, W, 3) at `fps` to H.264 (yuv420p), with either `audio`

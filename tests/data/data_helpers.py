@@ -48,3 +48,19 @@ def small_grid(dst: Path, n: int = 3) -> Path:
         (dst / "s1" / f"{i}.mpg").symlink_to(src / "s1" / f"{i}.mpg")
         shutil.copy(src / "alignments" / "s1" / f"{i}.align", dst / "alignments" / "s1")
     return dst
+
+
+def manifest_row(clip_id: str, **fields) -> dict:
+    """A manifest row (index.MANIFEST_SCHEMA) of a 3 s neutral clip; `fields` override."""
+    row = dict(clip_id=clip_id, corpus="demo", speaker="D01", emotion="neutral", emotion_id=0,
+               level=1, video_path=f"/nowhere/{clip_id}.mp4", audio_path=f"/nowhere/{clip_id}.m4a",
+               video_duration_s=3.0, audio_duration_s=3.0, split="train", gt_key="", text="")
+    return {**row, **fields}
+
+
+def write_manifest(index_dir: Path, rows: list[dict]) -> Path:
+    """data/index/manifest.parquet as the index stage writes it."""
+    from kfusion.pipeline.data.index import manifest_table
+    from kfusion.pipeline.io import write_parquet
+    write_parquet(index_dir / "manifest.parquet", manifest_table(rows))
+    return index_dir / "manifest.parquet"

@@ -10,7 +10,7 @@ import pytest
 
 from kfusion.shapes import EMOTIONS
 from kfusion.pipeline.demo import load_groundtruth, sync
-from kfusion.pipeline.demo.groundtruth import SCHEMA
+from kfusion.pipeline.data.groundtruth import SCHEMA
 from kfusion.pipeline.demo.visemes import BILABIALS, inner_gap, normalise
 from kfusion.pipeline.media.container import decode_audio, probe
 

@@ -123,19 +123,27 @@ def _landmarks_dir(d: Path, clips: list[Path]) -> Path:
     return d
 
 
-def test_landmarks_sigkill_then_rerun_equals_uninterrupted(tmp_path):
+def _straight_and_killed(tmp_path: Path, stage: str, make_dir) -> tuple:
+    """`stage` run straight through in one folder; in another, SIGKILLed after its first shard
+    and run again. (clips, the straight folder, the killed one's output folder, the shards
+    present at the kill, the re-run's metrics.) The shards present at the kill are kept, not
+    redone, and no temp file of the killed run is left behind."""
     clips = _clips(tmp_path / "clips")
-    straight = _landmarks_dir(tmp_path / "straight", clips)
-    killed = _landmarks_dir(tmp_path / "killed", clips)
-    _run("landmarks", straight)
-    out = killed / "data/landmarks"
-    present = _kill_after_first_shard("landmarks", killed, out)
+    straight = make_dir(tmp_path / "straight", clips)
+    killed = make_dir(tmp_path / "killed", clips)
+    _run(stage, straight)
+    out = killed / f"data/{stage}"
+    present = _kill_after_first_shard(stage, killed, out)
     before = {n: (out / n).stat().st_mtime_ns for n in present}
-    _run("landmarks", killed)
-    m = json.loads((killed / "metrics/landmarks.json").read_text())
+    _run(stage, killed)
+    assert all((out / n).stat().st_mtime_ns == t for n, t in before.items())
+    assert not list(out.glob(".shard-*"))
+    return clips, straight, out, present, json.loads((killed / f"metrics/{stage}.json").read_text())
+
+
+def test_landmarks_sigkill_then_rerun_equals_uninterrupted(tmp_path):
+    clips, straight, out, present, m = _straight_and_killed(tmp_path, "landmarks", _landmarks_dir)
     assert m["shards_reused"] == len(present) and m["processed"] == N_CLIPS
-    assert all((out / n).stat().st_mtime_ns == t for n, t in before.items())   # kept, not redone
-    assert not list(out.glob(".shard-*"))   # no temp file of the killed run is left behind
     cols = ["clip_id", "n_frames", "landmarks_px", "confidence", "face_found", "crop_box",
             "identity_frame", "identity_jpeg"]
     _same(_rows(straight / "data/landmarks", cols), _rows(out, cols), cols)
@@ -161,16 +169,8 @@ def _features_dir(d: Path, clips: list[Path]) -> Path:
 
 
 def test_features_sigkill_then_rerun_equals_uninterrupted(tmp_path):
-    clips = _clips(tmp_path / "clips")
-    straight = _features_dir(tmp_path / "straight", clips)
-    killed = _features_dir(tmp_path / "killed", clips)
-    _run("features", straight)
-    out = killed / "data/features"
-    present = _kill_after_first_shard("features", killed, out)
-    _run("features", killed)
-    m = json.loads((killed / "metrics/features.json").read_text())
+    clips, straight, out, present, m = _straight_and_killed(tmp_path, "features", _features_dir)
     assert m["shards_resumed"] == len(present) and m["processed"] == N_CLIPS and m["fallback"]
-    assert not list(out.glob(".shard-*"))
     from kfusion.pipeline.data.features import iter_features
     a = {r["clip_id"]: r for r in iter_features(straight / "data/features")}
     b = {r["clip_id"]: r for r in iter_features(out)}

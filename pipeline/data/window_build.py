@@ -1,0 +1,278 @@
+"""The windows stage's work: train/val/test window tables + memory-mapped arrays.
+
+Two passes over the landmark shards, both in workers (map_shards), one shard per job:
+1. plan (`plan_shard`): which windows each clip gives (landmarks finite, faces found, audio
+   spans inside the features), and its identity landmarks; the main process then assigns
+   splits and row offsets (`assign_windows`) and sizes every array.
+2. fill (`fill_shard`): each worker opens the (temp-named) .npy files of its windows' splits
+   with mmap_mode="r+" and writes its rows at the offsets pass 1 fixed. Files are renamed into
+   place only when every worker is done (`write_arrays`), so a split is complete or absent.
+The arithmetic of one window (timing, valid starts, crops, splits) is in windows.py.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from kfusion.config import Config, SplitConfig, WindowsConfig
+from kfusion.shapes import EMOTIONS, N_POINTS, SPLITS, W2V_DIM, WINDOW_ARRAYS, WindowTiming
+from kfusion.pipeline.data.executor import map_shards
+from kfusion.pipeline.data.features import read_meta, read_shard
+from kfusion.pipeline.data.index import read_manifest
+from kfusion.pipeline.data.windows import (WINDOWS_SCHEMA, gt_in_crop, landmark_rows, reference_frame,
+                                           valid_starts, window_split)
+from kfusion.pipeline.io import StageError, atomic_path, write_json, write_parquet
+
+
+# ----------------------------------------------------------------------------- inputs
+@dataclass
+class WindowSources:
+    """What the windows stage reads from the index, landmarks and features stages."""
+    manifest: dict[str, dict]             # clip id -> manifest row
+    n_feat: dict[str, tuple[int, int]]    # clip id -> (mel frames, wav2vec2 frames)
+    feature_shard: dict[str, str]         # clip id -> the features shard holding it
+    encoder: dict                         # features/encoder.json
+    landmark_shards: list[str]
+
+
+def read_sources(cfg: Config, timing: WindowTiming) -> WindowSources:
+    """The manifest, the features index and the landmark shards; a clear error when a stage
+    before windows has not run, or made its features with another n_mels than the config's."""
+    for p in (Path(cfg.landmarks.out), Path(cfg.features.out)):
+        if not p.exists():
+            raise FileNotFoundError(f"{p}: missing; run the stages before windows (dvc repro)")
+    manifest = {r["clip_id"]: r for r in read_manifest(cfg.index.out)}
+    features_dir = Path(cfg.features.out)
+    n_feat, where = {}, {}
+    for p in sorted(features_dir.glob("shard-*")):
+        if p.suffix == ".npz":
+            with np.load(p) as z:
+                ids, nm, nw = z["clip_id"].tolist(), z["n_mel"].tolist(), z["n_w2v"].tolist()
+        elif p.suffix == ".parquet":
+            t = pq.read_table(p, columns=["clip_id", "n_mel", "n_w2v"])
+            ids, nm, nw = (t.column(c).to_pylist() for c in ("clip_id", "n_mel", "n_w2v"))
+        else:
+            continue
+        for c, a, b in zip(ids, nm, nw):
+            n_feat[c], where[c] = (a, b), str(p)
+    shards = sorted(set(where.values()))
+    if shards and (n_mels := int(read_meta(shards[0]).get("n_mels", timing.n_mels))) != timing.n_mels:
+        raise StageError(f"{shards[0]}: made with {n_mels} mel bands, features.n_mels="
+                         f"{timing.n_mels}; re-run the features stage (dvc repro features)")
+    enc_path = features_dir / "encoder.json"
+    encoder = json.loads(enc_path.read_text()) if enc_path.exists() else {}
+    return WindowSources(manifest, n_feat, where, encoder,
+                         sorted(str(p) for p in Path(cfg.landmarks.out).glob("shard-*.parquet")))
+
+
+# ----------------------------------------------------------------------------- pass 1
+def plan_shard(job: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per clip of one landmark shard: usable window starts + identity landmarks."""
+    wcfg, timing, n_feat, manifest_ids = job["wcfg"], job["timing"], job["n_feat"], job["manifest_ids"]
+    cols = ["clip_id", "n_frames", "fps", "landmarks_px", "face_found", "identity_frame"]
+    out = []
+    for r in landmark_rows(pq.read_table(job["path"], columns=cols)):
+        cid = r["clip_id"]
+        if cid not in manifest_ids or cid not in n_feat:
+            continue
+        if r["fps"] != timing.fps:
+            raise StageError(f"{job['path']}: {cid} has landmarks at {r['fps']:g} fps, "
+                             f"landmarks.fps={timing.fps:g}; re-run the landmarks stage")
+        n_mel, n_w2v = n_feat[cid]
+        starts = valid_starts(r["landmarks_px"], r["face_found"], n_mel, n_w2v, timing,
+                              stride=wcfg.stride_frames, max_missing=wcfg.max_missing_frames)
+        idf = r.get("identity_frame")
+        ref = reference_frame(r["landmarks_px"], idf if idf is not None and idf >= 0 else wcfg.identity_frame)
+        out.append({"clip_id": cid, "starts": starts, "n_frames": r["n_frames"],
+                    "identity": r["landmarks_px"][ref] if ref >= 0 else None,
+                    "landmark_shard": job["path"]})
+    return out
+
+
+def plan_windows(src: WindowSources, wcfg: WindowsConfig, timing: WindowTiming,
+                 workers: int) -> list[dict[str, Any]]:
+    """Pass 1 over every landmark shard, in shard order: one plan per clip."""
+    jobs = [{"path": p, "wcfg": wcfg, "timing": timing, "n_feat": src.n_feat,
+             "manifest_ids": set(src.manifest)} for p in src.landmark_shards]
+    return [c for res in map_shards(plan_shard, jobs, workers=workers, ordered=True, desc="windows plan")
+            for c in res]
+
+
+# ----------------------------------------------------------------------------- splits
+@dataclass
+class WindowPlan:
+    """Every window's split and row offset, from pass 1's clip plans."""
+    counts: dict[str, int] = field(default_factory=lambda: {s: 0 for s in SPLITS})
+    rows: dict[str, list[dict]] = field(default_factory=lambda: {s: [] for s in SPLITS})
+    # landmark shard -> [{clip_id, starts, identity (68, 2), emotion_id, splits, offsets}]
+    by_shard: dict[str, list[dict]] = field(default_factory=lambda: defaultdict(list))
+    rejects: list[tuple[str, str, str]] = field(default_factory=list)   # (clip id, reason, message)
+    clips: int = 0                       # clips with at least one window
+    identity_fallbacks: int = 0          # speaker_neutral: speakers with no neutral clip
+    speakers_with_neutral: int = 0
+
+    def clip_ids(self) -> set[str]:
+        return {it["clip_id"] for items in self.by_shard.values() for it in items}
+
+
+def speaker_neutral(plans: list[dict], manifest: dict[str, dict]) -> dict[tuple[str, str], np.ndarray]:
+    """(corpus, speaker) -> identity of its first neutral clip (lowest level, then id)."""
+    best: dict[tuple[str, str], tuple] = {}
+    for p in plans:
+        m = manifest[p["clip_id"]]
+        if m["emotion"] != "neutral" or p["identity"] is None:
+            continue
+        key, rank = (m["corpus"], m["speaker"]), (m["level"], p["clip_id"])
+        if key not in best or rank < best[key][0]:
+            best[key] = (rank, p["identity"])
+    return {k: v[1] for k, v in best.items()}
+
+
+def assign_windows(plans: list[dict], manifest: dict[str, dict], wcfg: WindowsConfig,
+                   scfg: SplitConfig) -> WindowPlan:
+    """Each window's split (the clip's, or a seeded draw with split.by: window) and its row in
+    that split's arrays; each clip's identity landmarks. A clip with no window is a reject."""
+    wp = WindowPlan()
+    neutral = speaker_neutral(plans, manifest) if wcfg.identity == "speaker_neutral" else {}
+    wp.speakers_with_neutral = len(neutral)
+    for p in plans:
+        m = manifest[p["clip_id"]]
+        if not p["starts"] or p["identity"] is None:
+            wp.rejects.append((p["clip_id"], "no_valid_window",
+                               f"{p['n_frames']} frames give no window of {wcfg.frames} frames with "
+                               f"landmarks, <= {wcfg.max_missing_frames} bridged frames and audio"))
+            continue
+        identity = p["identity"]
+        if wcfg.identity == "speaker_neutral":
+            if (m["corpus"], m["speaker"]) in neutral:
+                identity = neutral[(m["corpus"], m["speaker"])]
+            else:
+                wp.identity_fallbacks += 1
+        item = {"clip_id": p["clip_id"], "starts": p["starts"], "identity": identity,
+                "emotion_id": m["emotion_id"], "splits": [], "offsets": []}
+        for s in p["starts"]:
+            wid = f"{p['clip_id']}@{s}"
+            split = window_split(scfg.seed, wid, scfg.test_fraction, scfg.val_fraction) \
+                if scfg.by == "window" and m["split"] == "train" else m["split"]
+            item["splits"].append(split)
+            item["offsets"].append(wp.counts[split])
+            wp.counts[split] += 1
+            wp.rows[split].append({"window_id": wid, "clip_id": p["clip_id"], "corpus": m["corpus"],
+                                   "speaker": m["speaker"], "emotion": m["emotion"],
+                                   "emotion_id": m["emotion_id"], "level": m["level"],
+                                   "start_frame": s, "split": split})
+        wp.by_shard[p["landmark_shard"]].append(item)
+        wp.clips += 1
+    return wp
+
+
+# ----------------------------------------------------------------------------- pass 2
+def fill_shard(job: dict[str, Any]) -> int:
+    """Write the windows of one landmark shard into the split arrays at their offsets."""
+    items, timing = job["items"], job["timing"]   # items: see WindowPlan.by_shard
+    want = {it["clip_id"] for it in items}
+    lm = {r["clip_id"]: r for r in landmark_rows(pq.read_table(job["path"], columns=[
+        "clip_id", "n_frames", "fps", "landmarks_px", "face_found", "crop_box"])) if r["clip_id"] in want}
+    feats = {f["clip_id"]: f for p in job["feature_shards"] for f in read_shard(Path(p), want)}
+    gt = job["gt"]   # {clip_id: (T, 68, 2) video px}
+    arrays = {s: {k: np.load(job["tmp"][s][k], mmap_mode="r+") for k in WINDOW_ARRAYS}
+              for s in {s for it in items for s in it["splits"]}}   # window mode: several
+    frames, n_mel, n_tokens = timing.n_frames, timing.n_mel, timing.n_tokens
+    n = 0
+    for it in items:
+        r, f = lm[it["clip_id"]], feats[it["clip_id"]]
+        gt_crop = gt_in_crop(gt[it["clip_id"]], r["crop_box"], job["crop_px"]) \
+            if it["clip_id"] in gt else None                                    # (T, 68, 2)
+        for s, split, i in zip(it["starts"], it["splits"], it["offsets"]):
+            a = arrays[split]
+            m0, w0 = timing.audio_starts(s)
+            a["landmarks"][i] = r["landmarks_px"][s:s + frames]                 # (30, 68, 2)
+            a["identity"][i] = r["landmarks_px"][s] if job["identity"] == "window_first" \
+                else it["identity"]                                             # (68, 2)
+            a["mel"][i] = f["mel"][m0:m0 + n_mel]                               # (100, n_mels)
+            a["w2v"][i] = f["w2v"][w0:w0 + n_tokens]                            # (49, 768)
+            a["emotion"][i] = it["emotion_id"]
+            a["gt_landmarks"][i] = gt_crop[s:s + frames] if gt_crop is not None else np.nan
+            n += 1
+    for split in arrays.values():
+        for arr in split.values():
+            arr.flush()
+    return n
+
+
+def array_shapes(timing: WindowTiming) -> dict[str, tuple[tuple[int, ...], type]]:
+    """Each window array's per-window shape and dtype (WINDOW_ARRAYS order)."""
+    clip = (timing.n_frames, N_POINTS, 2)
+    return {"landmarks": (clip, np.float32), "identity": ((N_POINTS, 2), np.float32),
+            "mel": ((timing.n_mel, timing.n_mels), np.float32),
+            "w2v": ((timing.n_tokens, W2V_DIM), np.float16), "emotion": ((), np.int64),
+            "gt_landmarks": (clip, np.float32)}
+
+
+def write_arrays(out: Path, wp: WindowPlan, src: WindowSources, gt: dict[str, np.ndarray],
+                 timing: WindowTiming, cfg: Config) -> None:
+    """Pass 2: size every split's arrays, fill them in workers, rename them into place."""
+    with contextlib.ExitStack() as stack:
+        tmp: dict[str, dict[str, str]] = {s: {} for s in SPLITS}
+        for s in SPLITS:
+            for k, (shape, dtype) in array_shapes(timing).items():
+                path = stack.enter_context(atomic_path(out / s / f"{k}.npy"))
+                arr = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=(wp.counts[s], *shape))
+                del arr   # header + size written; workers fill it
+                tmp[s][k] = str(path)
+        jobs = [{"path": shard, "items": items, "tmp": tmp, "timing": timing,
+                 "feature_shards": sorted({src.feature_shard[it["clip_id"]] for it in items}),
+                 "gt": {c: gt[c] for c in {it["clip_id"] for it in items} if c in gt},
+                 "crop_px": cfg.landmarks.crop_px, "identity": cfg.windows.identity}
+                for shard, items in wp.by_shard.items()]
+        written = sum(map_shards(fill_shard, jobs, workers=cfg.preprocess.workers, desc="windows fill"))
+        assert written == sum(wp.counts.values()), (written, wp.counts)
+    # leaving the ExitStack renamed every array into place
+
+
+# ----------------------------------------------------------------------------- tables
+def split_meta(cfg: Config, timing: WindowTiming, encoder: dict, rows: list[dict], n: int,
+               identity_fallbacks: int, n_gt: int) -> dict:
+    """meta.json of one split: its counts and how its windows were made."""
+    return {"n_windows": n, "fps": cfg.landmarks.fps, "frames": cfg.windows.frames,
+            "stride_frames": cfg.windows.stride_frames, "mel_frames": timing.n_mel,
+            "n_mels": timing.n_mels, "w2v_frames": timing.n_tokens,
+            "encoder": encoder.get("encoder", ""), "fallback": bool(encoder.get("fallback", False)),
+            "corpora": sorted({r["corpus"] for r in rows}),
+            "emotions": list(EMOTIONS), "identity": cfg.windows.identity,
+            "identity_leaky": cfg.windows.identity == "window_first",
+            "identity_fallbacks_to_clip": identity_fallbacks,
+            "split_by": cfg.split.by, "split_leaky": cfg.split.by == "window",
+            "clips": len({r["clip_id"] for r in rows}),
+            "emotion_counts": dict(Counter(r["emotion"] for r in rows)),
+            "clips_with_groundtruth": n_gt}
+
+
+def write_tables(out: Path, wp: WindowPlan, cfg: Config, timing: WindowTiming, encoder: dict,
+                 n_gt: int) -> None:
+    """windows.parquet (one row per window, in array order) and meta.json of every split."""
+    for s in SPLITS:
+        write_parquet(out / s / "windows.parquet", pa.Table.from_pylist(wp.rows[s], schema=WINDOWS_SCHEMA))
+        write_json(out / s / "meta.json", split_meta(cfg, timing, encoder, wp.rows[s], wp.counts[s],
+                                                     wp.identity_fallbacks, n_gt))
+
+
+def window_metrics(cfg: Config, wp: WindowPlan, src: WindowSources, plans: list[dict],
+                   n_gt: int) -> dict[str, Any]:
+    """What metrics/windows.json adds to the counts."""
+    missing = set(src.manifest) - {p["clip_id"] for p in plans}
+    return {"windows_per_split": wp.counts, "split_by": cfg.split.by,
+            "split_leaky": cfg.split.by == "window", "identity": cfg.windows.identity,
+            "identity_leaky": cfg.windows.identity == "window_first",
+            "identity_fallbacks_to_clip": wp.identity_fallbacks,
+            "speakers_with_neutral": wp.speakers_with_neutral,
+            "clips_with_groundtruth": n_gt, "clips_missing_upstream": len(missing),
+            "encoder": src.encoder.get("encoder", ""), "fallback": src.encoder.get("fallback")}
