@@ -12,8 +12,9 @@ import sys
 from kfusion.config import Config
 from kfusion.shapes import window_timing
 from kfusion.pipeline.data.groundtruth import groundtruth_by_clip
-from kfusion.pipeline.data.window_build import (assign_windows, plan_windows, read_sources, window_metrics,
-                                                write_arrays, write_tables)
+from kfusion.pipeline.data.window_build import (assign_windows, find_non_finite_features, plan_windows,
+                                                read_sources, window_metrics, write_arrays,
+                                                write_tables)
 from kfusion.pipeline.io import StageRun, fresh_dir
 from kfusion.stages._common import finish_stage, run_stage
 
@@ -22,6 +23,7 @@ def _run(cfg: Config, args: argparse.Namespace) -> None:
     """Cut clips into aligned 1 s windows, split them, and write memory-mappable arrays."""
     timing = window_timing(cfg)   # video frames, mel and wav2vec2 frames of one window
     src = read_sources(cfg, timing)
+    src.bad_features = find_non_finite_features(src, cfg.preprocess.workers)   # rejects
     out = fresh_dir(cfg.windows.out)
     run = StageRun("windows")
     plans = plan_windows(src, cfg.windows, timing, cfg.preprocess.workers)      # pass 1

@@ -2,7 +2,8 @@
 
 Checks, in order, each a reject reason code (docs/data.md): the audio file has no audio
 stream (`no_audio_stream`), ffmpeg cannot read or decode it (`unreadable`, `decode_failed`),
-it is shorter than `audio.min_duration_s` (`too_short`), it is digital silence or its RMS is
+a sample is NaN or infinite (`non_finite`: a float WAV can hold them, and one such sample
+turns every feature of the clip into NaN), it is shorter than `audio.min_duration_s` (`too_short`), it is digital silence or its RMS is
 under `audio.min_rms` (`silent`), or its length differs from the video's by more than
 `audio.max_av_mismatch_s` (`av_duration_mismatch`). Audio a little longer than the video
 is trimmed to it, so audio frame times and video frame times share one origin and one end.
@@ -32,9 +33,31 @@ AUDIO_SCHEMA = pa.schema([
 ])
 
 
+def non_finite(values: np.ndarray) -> tuple[int, int] | None:
+    """(how many values are NaN or infinite, the flat index of the first), or None if all are
+    finite."""
+    bad = ~np.isfinite(values)
+    if not bad.any():
+        return None
+    return int(bad.sum()), int(np.argmax(bad.reshape(-1)))
+
+
+def non_finite_message(samples: np.ndarray, sample_rate_hz: int) -> str | None:
+    """One line naming the count and the first non-finite sample, or None."""
+    found = non_finite(samples)
+    if found is None:
+        return None
+    count, first = found
+    return (f"{count} of {len(samples)} samples are NaN or infinite (the first is sample "
+            f"{first}, at {first / sample_rate_hz:.3f} s, counted after decoding to "
+            f"{sample_rate_hz} Hz mono)")
+
+
 def check_audio(samples: np.ndarray, video_duration_s: float, cfg: AudioConfig) -> tuple[np.ndarray, tuple[str, str] | None]:
     """Trimmed samples and None, or the reject (reason, message). samples: (n,) float32."""
     sr = cfg.sample_rate_hz
+    if (bad := non_finite_message(samples, sr)) is not None:
+        return samples, ("non_finite", bad)
     duration_s = len(samples) / sr
     if duration_s < cfg.min_duration_s:
         return samples, ("too_short", f"{duration_s:.2f} s of audio, under "

@@ -1,6 +1,9 @@
 """The windows stage's work: train/val/test window tables + memory-mapped arrays.
 
-Two passes over the landmark shards, both in workers (map_shards), one shard per job:
+First a scan of the features shards (`scan_features_shard`, in workers): a clip whose mel or
+wav2vec2 features hold a NaN or an infinity is a `non_finite_features` reject, so no such
+value reaches training (one NaN input makes the KAN's spline index overflow).
+Then two passes over the landmark shards, both in workers (map_shards), one shard per job:
 1. plan (`plan_shard`): which windows each clip gives (landmarks finite, faces found, audio
    spans inside the features), and its identity landmarks; the main process then assigns
    splits and row offsets (`assign_windows`) and sizes every array.
@@ -41,6 +44,7 @@ class WindowSources:
     feature_shard: dict[str, str]         # clip id -> the features shard holding it
     encoder: dict                         # features/encoder.json
     landmark_shards: list[str]
+    bad_features: dict[str, str] = field(default_factory=dict)   # clip id -> what is non-finite
 
 
 def read_sources(cfg: Config, timing: WindowTiming) -> WindowSources:
@@ -73,6 +77,32 @@ def read_sources(cfg: Config, timing: WindowTiming) -> WindowSources:
                          sorted(str(p) for p in Path(cfg.landmarks.out).glob("shard-*.parquet")))
 
 
+def scan_features_shard(path: str) -> dict[str, str]:
+    """clip id -> what is non-finite in its features, for the clips of one features shard
+    whose log-mel or wav2vec2 frames hold a NaN or an infinity."""
+    out = {}
+    for f in read_shard(Path(path)):
+        parts = []
+        for name, a in (("log-mel", f["mel"]), ("wav2vec2", f["w2v"])):
+            bad = ~np.isfinite(a)
+            if bad.any():
+                frame = int(np.flatnonzero(bad.any(axis=1))[0])
+                parts.append(f"{name}: {int(bad.sum())} of {bad.size} values NaN or infinite "
+                             f"(first in frame {frame} of {len(a)})")
+        if parts:
+            out[f["clip_id"]] = "; ".join(parts)
+    return out
+
+
+def find_non_finite_features(src: WindowSources, workers: int) -> dict[str, str]:
+    """Scan every features shard (in workers); the clips with non-finite features."""
+    shards = sorted(set(src.feature_shard.values()))
+    bad: dict[str, str] = {}
+    for res in map_shards(scan_features_shard, shards, workers=workers, desc="windows scan"):
+        bad.update(res)
+    return bad
+
+
 # ----------------------------------------------------------------------------- pass 1
 def plan_shard(job: dict[str, Any]) -> list[dict[str, Any]]:
     """Per clip of one landmark shard: usable window starts + identity landmarks."""
@@ -82,6 +112,11 @@ def plan_shard(job: dict[str, Any]) -> list[dict[str, Any]]:
     for r in landmark_rows(pq.read_table(job["path"], columns=cols)):
         cid = r["clip_id"]
         if cid not in manifest_ids or cid not in n_feat:
+            continue
+        if cid in job["bad_features"]:
+            out.append({"clip_id": cid, "starts": [], "n_frames": r["n_frames"], "identity": None,
+                        "landmark_shard": job["path"],
+                        "problem": ("non_finite_features", job["bad_features"][cid])})
             continue
         if r["fps"] != timing.fps:
             raise StageError(f"{job['path']}: {cid} has landmarks at {r['fps']:g} fps, "
@@ -101,7 +136,8 @@ def plan_windows(src: WindowSources, wcfg: WindowsConfig, timing: WindowTiming,
                  workers: int) -> list[dict[str, Any]]:
     """Pass 1 over every landmark shard, in shard order: one plan per clip."""
     jobs = [{"path": p, "wcfg": wcfg, "timing": timing, "n_feat": src.n_feat,
-             "manifest_ids": set(src.manifest)} for p in src.landmark_shards]
+             "manifest_ids": set(src.manifest), "bad_features": src.bad_features}
+            for p in src.landmark_shards]
     return [c for res in map_shards(plan_shard, jobs, workers=workers, ordered=True, desc="windows plan")
             for c in res]
 
@@ -145,6 +181,9 @@ def assign_windows(plans: list[dict], manifest: dict[str, dict], wcfg: WindowsCo
     wp.speakers_with_neutral = len(neutral)
     for p in plans:
         m = manifest[p["clip_id"]]
+        if p.get("problem"):
+            wp.rejects.append((p["clip_id"], *p["problem"]))
+            continue
         if not p["starts"] or p["identity"] is None:
             wp.rejects.append((p["clip_id"], "no_valid_window",
                                f"{p['n_frames']} frames give no window of {wcfg.frames} frames with "

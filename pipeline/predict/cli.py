@@ -31,8 +31,11 @@ def _params(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from kfusion.pipeline.predict.predictor import DEFAULT_CHECKPOINT, PredictError, Predictor
+    from kfusion.pipeline.predict.predictor import (DEFAULT_CHECKPOINT, PredictError, Predictor,
+                                                    check_writable, output_paths)
     try:
+        # the output folder first: loading the model takes seconds, a typo in --out should not
+        check_writable(output_paths(args.out))
         params = _params(args)
         ffmpeg = params.preprocess.ffmpeg if params is not None else ""
         if getattr(args, "threads", 0):

@@ -107,6 +107,10 @@ def read_audio(path: str | Path, cfg: Config, ffmpeg: str = "") -> np.ndarray:
     fps = cfg.landmarks.fps
     if samples.size == 0:
         raise PredictError(f"audio {path}: ffmpeg decoded no samples (empty audio)")
+    from kfusion.pipeline.data.audio import non_finite_message
+    if (bad := non_finite_message(samples, cfg.audio.sample_rate_hz)) is not None:
+        raise PredictError(f"audio {path}: {bad}; the model cannot use them (repair or "
+                           f"re-export the file)")
     if round(samples.size / cfg.audio.sample_rate_hz * fps) == 0:
         raise PredictError(f"audio {path}: {samples.size / cfg.audio.sample_rate_hz * 1000:.0f} ms "
                            f"is shorter than one video frame (1/{fps} s)")

@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 import torch
 from torch.utils.data import Dataset
 
+from kfusion.pipeline.io import StageError
 from kfusion.shapes import SPLITS, WINDOW_ARRAYS
 
 
@@ -71,6 +72,44 @@ MODEL_KEYS = ("mel", "w2v", "identity", "emotion")
 def model_inputs(batch: dict[str, Any], device: torch.device | str) -> dict[str, torch.Tensor]:
     """The Model API part of a collated batch, on `device`."""
     return {k: batch[k].to(device, non_blocking=True) for k in MODEL_KEYS}
+
+
+# What must be finite in every window a model reads or is scored on (gt_landmarks is NaN
+# where a corpus has no ground truth, by design).
+FINITE_KEYS = ("mel", "w2v", "identity", "target")
+
+
+class NonFiniteInput(StageError):
+    """A batch holds NaN or infinite inputs; the message names the clips (one line, exit 2)."""
+
+
+def non_finite_inputs(batch: dict[str, Any]) -> dict[str, list[str]]:
+    """clip id -> the arrays of its windows in this batch that hold NaN or inf (FINITE_KEYS)."""
+    bad: dict[str, list[str]] = {}
+    for key in FINITE_KEYS:
+        x = batch[key]
+        rows = ~torch.isfinite(x.reshape(len(x), -1)).all(dim=1)      # (B,)
+        for i in torch.nonzero(rows).flatten().tolist():
+            bad.setdefault(batch["clip_id"][i], []).append(key)
+    return bad
+
+
+def non_finite_error(bad: dict[str, list[str]], where: str) -> NonFiniteInput:
+    """The one-line error for `bad` (non_finite_inputs) met `where` (e.g. 'training, epoch 1,
+    step 3')."""
+    clips = "; ".join(f"{c} ({', '.join(sorted(set(k)))})" for c, k in sorted(bad.items())[:5])
+    more = f"; and {len(bad) - 5} more" if len(bad) > 5 else ""
+    return NonFiniteInput(
+        f"non-finite inputs in {where}: {len(bad)} clip(s) with NaN or infinite values: "
+        f"{clips or 'on another rank'}{more}. Re-run the windows stage (it rejects clips with "
+        f"non-finite features: dvc repro windows), or remove these clips from the corpus")
+
+
+def check_finite_inputs(batch: dict[str, Any], where: str) -> None:
+    """Raise NonFiniteInput when any window of `batch` holds NaN or inf in FINITE_KEYS."""
+    bad = non_finite_inputs(batch)
+    if bad:
+        raise non_finite_error(bad, where)
 
 
 def read_meta(split_dir: str | Path) -> dict[str, Any]:

@@ -32,7 +32,8 @@ from kfusion.config import Config
 from kfusion.device import resolve_device
 from kfusion.pipeline.io import atomic_path, progress, write_json
 from kfusion.pipeline.training.checkpoint import Trained, load_trained
-from kfusion.pipeline.training.dataset import WindowDataset, encoder_info, model_inputs
+from kfusion.pipeline.training.dataset import (WindowDataset, check_finite_inputs, encoder_info,
+                                               model_inputs)
 from kfusion.pipeline.training.metrics import METRIC_NAMES, MetricTable, ReferenceAccumulator
 from kfusion.shapes import EMOTIONS
 
@@ -81,7 +82,8 @@ def evaluate(cfg: Config, windows_dir: str | Path, checkpoint: str | Path, *,
     clf_correct: dict[str, list[int]] = {}
     mcfg = trained.cfg.model
     with torch.no_grad():
-        for batch in progress(loader, desc="evaluate"):
+        for step, batch in enumerate(progress(loader, desc="evaluate")):
+            check_finite_inputs(batch, f"evaluation of {windows_dir / 'test'}, batch {step}")
             idx = batch["index"].numpy()
             groups = {"corpus": _rows(idx, test.corpora), "emotion": _rows(idx, test.emotions)}
             identity, target, gt = batch["identity"], batch["target"], batch["gt_landmarks"]

@@ -52,7 +52,9 @@ from kfusion.model.kan import KAN
 from kfusion.pipeline.io import StageError, progress, write_json
 from kfusion.pipeline.training.checkpoint import (CHECKPOINT_VERSION, add_emotion_head,
                                                   load_checkpoint, save_checkpoint)
-from kfusion.pipeline.training.dataset import WindowDataset, data_fingerprint, encoder_info, model_inputs
+from kfusion.pipeline.training.dataset import (WindowDataset, check_finite_inputs, data_fingerprint,
+                                               encoder_info, model_inputs, non_finite_error,
+                                               non_finite_inputs)
 from kfusion.pipeline.training.emotion import fit_emotion_head
 from kfusion.pipeline.training.metrics import MetricTable
 
@@ -169,7 +171,8 @@ def validate(model: nn.Module, loader: DataLoader, cfg: Config, loss_fn: Callabl
     """Val loss (mean over windows) and the paper's metrics against the reference landmarks."""
     model.eval()
     table, loss_sum, n = MetricTable(), 0.0, 0
-    for batch in loader:
+    for step, batch in enumerate(loader):
+        check_finite_inputs(batch, f"validation, step {step}")
         with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
             pred = model(model_inputs(batch, device))                     # (B, 30, 68, 2)
         target = batch["target"].to(device)
@@ -180,6 +183,17 @@ def validate(model: nn.Module, loader: DataLoader, cfg: Config, loss_fn: Callabl
     s = table.summary()
     return {"val/loss": loss_sum / n if n else float("nan"),
             **{f"val/{k}": s[k] for k in ("M-LD", "M-LVD", "F-LD", "F-LVD")}}
+
+
+def _check_inputs(batch: dict[str, Any], epoch: int, step: int, d: Dist) -> None:
+    """Stop (every rank together) when a training batch holds NaN or inf inputs: one NaN in a
+    window would otherwise surface as an index error deep in the KAN, naming no clip."""
+    bad = non_finite_inputs(batch)
+    flag = torch.tensor([1.0 if bad else 0.0], device=d.device)
+    if d.enabled:
+        dist.all_reduce(flag)
+    if flag.item() > 0:
+        raise non_finite_error(bad, f"training, epoch {epoch + 1}, step {step} (rank {d.rank})")
 
 
 def _check_finite(loss: torch.Tensor, batch: dict[str, Any], epoch: int, step: int,
@@ -203,6 +217,7 @@ def train_epoch(model: nn.Module, loader: DataLoader, opt: torch.optim.Optimizer
     loss_sum = torch.zeros(2, dtype=torch.float64, device=d.device)  # (sum, count)
     for step, batch in enumerate(progress(loader, desc=f"epoch {epoch + 1}", leave=False,
                                           disable=None if d.main else True)):
+        _check_inputs(batch, epoch, step, d)
         inputs, target = model_inputs(batch, d.device), batch["target"].to(d.device)
         with torch.autocast(d.device.type, dtype=torch.float16, enabled=amp):
             pred = model(inputs)                                            # (B, 30, 68, 2)

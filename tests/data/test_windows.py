@@ -212,3 +212,35 @@ def test_stage_aligns_mel_at_the_configured_hop(tmp_path, monkeypatch, capsys, h
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("error: windows: ") and says in err[0], err
 
+
+
+def test_stage_rejects_a_clip_with_non_finite_features(tmp_path, monkeypatch, capsys):
+    """A NaN in one clip's log-mel and an inf in another's wav2vec2 (written into the real
+    features stage's shard): both clips are `non_finite_features` rejects naming the frame, and
+    the windows of the third clip are written as before."""
+    from kfusion.pipeline.data.features import read_meta, write_features
+    from kfusion.stages import features, windows
+    monkeypatch.chdir(tmp_path)
+    _synthetic_inputs(tmp_path, ["c0", "c1", "c2"], n_frames=90, seconds=3.0)
+    write_params(tmp_path / "p.yaml", preprocess={"workers": 1}, windows={"stride_frames": 15,
+                 "max_reject_fraction": 1.0},
+                 features={"wav2vec2": str(tiny_wav2vec2_dir(tmp_path / "w2v"))})
+    assert features.main(["--params", "p.yaml"]) == 0
+    (shard,) = sorted((tmp_path / "data/features").glob("shard-*"))
+    meta, rows = read_meta(shard), {r["clip_id"]: r for r in read_shard(shard)}
+    rows["c0"]["mel"][42, 3] = np.nan
+    rows["c2"]["w2v"][7, :2] = np.inf
+    write_features(shard, [rows[c] for c in sorted(rows)], meta, meta["planned_ids"])
+    assert windows.main(["--params", "p.yaml"]) == 0
+    rejects = {r["clip_id"]: r for r in pq.read_table("data/windows/rejects.parquet").to_pylist()}
+    assert sorted(rejects) == ["c0", "c2"]
+    assert {r["reason"] for r in rejects.values()} == {"non_finite_features"}
+    assert rejects["c0"]["message"] == "log-mel: 1 of 24080 values NaN or infinite (first in " \
+                                       "frame 42 of 301)"          # 301 mel frames x 80 bands
+    assert rejects["c2"]["message"] == "wav2vec2: 2 of 114432 values NaN or infinite (first " \
+                                       "in frame 7 of 149)"        # 149 frames x 768
+    table = pq.read_table("data/windows/train/windows.parquet").to_pylist()
+    assert {w["clip_id"] for w in table} == {"c1"} and len(table) == 5   # starts 0, 15, .., 60
+    m = json.loads((tmp_path / "metrics/windows.json").read_text())
+    assert (m["rejected"], m["reject_reasons"], m["clips_missing_upstream"]) == \
+        (2, {"non_finite_features": 2}, 0)

@@ -70,7 +70,10 @@ def media(tmp_path_factory) -> dict[str, Path]:
     (d / "not_audio.wav").write_text("this is not audio\n")
     import soundfile as sf
     sf.write(d / "empty.wav", np.zeros(0, np.float32), 16000)
-    return {"audio": MEAD_AUDIO, "face": face, "two": d / "two_faces.png",
+    speech = decode_audio(MEAD_AUDIO)                                 # 16 kHz float32
+    speech[16000:16003] = np.nan                                      # 3 NaN at 1.000 s
+    sf.write(d / "nan.wav", speech, 16000, subtype="FLOAT")
+    return {"nan": d / "nan.wav", "audio": MEAD_AUDIO, "face": face, "two": d / "two_faces.png",
             "astronaut": d / "astronaut.png", "no_face": d / "no_face.png",
             "not_audio": d / "not_audio.wav", "empty": d / "empty.wav", "dir": d}
 
@@ -223,6 +226,8 @@ def test_several_faces_strict(ckpt: Path, media: dict, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("which, needle", [("not_audio", "cannot be decoded"),
                                            ("empty", "no samples"),
+                                           ("nan", "3 of 59051 samples are NaN or infinite "
+                                                   "(the first is sample 16000, at 1.000 s"),
                                            ("astronaut", "has no audio stream"),
                                            ("missing", "does not exist")])
 def test_bad_audio(ckpt: Path, media: dict, tmp_path: Path, which: str, needle: str) -> None:
@@ -261,6 +266,16 @@ def test_missing_default_checkpoint(media: dict, tmp_path: Path) -> None:
                 cwd=tmp_path)
     assert "checkpoint: models/best.pt (the pipeline's" in r.stdout
     assert_user_error(r, "models/best.pt", "dvc repro", "--checkpoint")
+
+
+def test_output_folder_is_checked_before_the_checkpoint_loads(media: dict, tmp_path: Path) -> None:
+    # no checkpoint at all: the output's error comes first, before any loading
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    r = kfusion("--audio", media["audio"], "--image", media["face"], "--out",
+                blocker / "out.mp4", "--checkpoint", tmp_path / "absent.pt")
+    assert_user_error(r, "is not a folder", str(blocker))
+    assert "checkpoint:" not in r.stdout
 
 
 def test_output_cannot_be_written(ckpt: Path, media: dict, tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from kfusion.pipeline.training.dataset import WindowDataset, data_fingerprint
+from kfusion.pipeline.training.dataset import NonFiniteInput, WindowDataset, data_fingerprint
 from kfusion.pipeline.training.emotion import pooled_windows
 from kfusion.pipeline.training.checkpoint import load_checkpoint
 from kfusion.pipeline.training.loop import NonFiniteLoss, _Interrupt, train
@@ -77,9 +77,10 @@ def test_nan_in_data_stops_with_the_batch_clip_ids(tiny_cfg, windows: Path, tmp_
     lm[5, 3, 10] = np.nan
     np.save(windows / "train" / "landmarks.npy", lm)
     bad = WindowDataset(windows / "train").clip_ids[5]
-    with pytest.raises(NonFiniteLoss, match="non-finite training loss") as e:
+    # caught on the batch's inputs, before the model or the loss sees the NaN
+    with pytest.raises(NonFiniteInput, match="non-finite inputs in training, epoch 1") as e:
         train(tiny_cfg(), windows, tmp_path / "models")
-    assert bad in str(e.value)
+    assert f"{bad} (target)" in str(e.value)
     assert not (tmp_path / "models" / "last.pt").exists()
 
 
