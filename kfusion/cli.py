@@ -7,7 +7,7 @@ import sys
 
 from kfusion import __version__
 
-STAGES = ("demo", "index", "landmarks", "audio", "features", "windows", "train", "evaluate")
+STAGES = ("config", "demo", "index", "landmarks", "audio", "features", "windows", "train", "evaluate")
 
 
 def _cmd_config(args: argparse.Namespace) -> int:
@@ -39,7 +39,9 @@ def _cmd_report(args: argparse.Namespace) -> int:
 def format_report(m: dict, source: str = "metrics") -> str:
     """Rows: corpus x reference (detector landmarks, generator's ground truth) x system."""
     cols = ("M-LD", "M-LVD", "F-LD", "F-LVD")
+    from kfusion.config import describe_model
     lines = [f"{source}: {m.get('units', 'Eq. 13-15, px of the 256 crop')}",
+             f"model: {describe_model(m.get('trained') or {}) or 'not recorded'}",
              f"encoder {m.get('encoder')} (fallback: {m.get('encoder_fallback')}), "
              f"checkpoint {m.get('checkpoint')}",
              f"{'corpus':8} {'vs':13} {'system':12} {'windows':>7} " + " ".join(f"{c:>7}" for c in cols)]
@@ -115,7 +117,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    try:
+        rc = int(args.func(args) or 0)
+        sys.stdout.flush()   # a closed pipe shows up here, while we can still handle it
+    except BrokenPipeError:
+        return _broken_pipe()
+    return rc
+
+
+def _broken_pipe() -> int:
+    """The reader went away (`kfusion report | head`): stop quietly, as Unix tools do. stdout
+    is pointed at /dev/null so the interpreter's final flush cannot fail a second time."""
+    import os
+    import signal
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 128 + signal.SIGPIPE
 
 
 if __name__ == "__main__":

@@ -109,7 +109,14 @@ class LandmarksConfig:
     keep_frames: Literal["identity", "all"] = _f("identity")
     max_gap_frames: int = _f(5, lo=0, hi=300, doc="face dropouts bridged by interpolation")
     min_face_fraction: float = _f(0.9, lo=0.0, hi=1.0,
-                                  doc="reject a clip with a face in fewer frames than this")
+                                  doc="a clip with a face in fewer of its frames is trimmed to "
+                                      "its longest stretch with this share (a damaged head or "
+                                      "tail), or rejected when that is under min_duration_s")
+    min_duration_s: float = _f(1.0, lo=0.0, hi=60.0,
+                               doc="shortest kept stretch of a trimmed clip (1 s = one window)")
+    max_multi_face_fraction: float = _f(
+        0.5, lo=0.0, hi=1.0, doc="reject a clip where the detector saw more than one face in "
+                                 "more than this share of the frames it ran on")
     fan_weights_dir: str = _f("", doc="local directory with face-alignment weights")
     max_reject_fraction: float = _f(0.2, lo=0.0, hi=1.0)
     clips_per_shard: int = _f(64, lo=1, hi=100000)
@@ -444,3 +451,25 @@ def dump(cfg: Any, path: str | Path) -> None:
 
 def default_dict() -> dict:
     return to_dict(Config())
+
+
+# ----------------------------------------------------------------------------- naming a model
+# The switches the paper's Table 2 ablates, and the inputs the docs compare: what
+# `kfusion report` and predict's JSON name as "the model's configuration".
+MODEL_SWITCHES = ("fusion", "global_domain", "lstm", "global_input", "target")
+
+
+def model_switches(model: ModelConfig) -> dict[str, Any]:
+    return {k: getattr(model, k) for k in MODEL_SWITCHES}
+
+
+def describe_model(switches: dict[str, Any], encoder: str | None = None,
+                   encoder_fallback: bool | None = None) -> str:
+    """One line: 'fusion kan, global_domain on, lstm on, global_input mel, target offset;
+    encoder NAME (random-weights fallback)'. Missing keys are left out."""
+    def show(v: Any) -> str:
+        return "on" if v is True else "off" if v is False else str(v)
+    line = ", ".join(f"{k} {show(switches[k])}" for k in MODEL_SWITCHES if k in switches)
+    if encoder:
+        line += f"; encoder {encoder}" + (" (random-weights fallback)" if encoder_fallback else "")
+    return line

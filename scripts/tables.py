@@ -269,11 +269,11 @@ TABLES: tuple[Table, ...] = (
           fmt="{:.2f}", label="threads"),
 
     # ---- docs/training.md
-    field_table("train-last-epoch", "dvclive/train/metrics.json", (
-        ("last epoch logged (0-based)", "step", "{}"), ("train loss", "train.loss", "{:.5f}"),
-        ("val loss (the paper's MSE)", "val.loss", "{:.5f}"),
-        *((f"val {m}, crop px", f"val.{m}", PX) for m in METRICS),
-        ("learning rate", "lr", "{:.2e}"))),
+    field_table("train-last-epoch", "metrics/train.json", (
+        ("last epoch", "final.epoch", "{}"), ("train loss", "final.train/loss", "{:.5f}"),
+        ("val loss (the paper's MSE)", "final.val/loss", "{:.5f}"),
+        *((f"val {m}, crop px", f"final.val/{m}", PX) for m in METRICS),
+        ("learning rate", "final.lr", "{:.2e}"), ("best epoch (lowest val loss)", "best_epoch", "{}"))),
     field_table("train-throughput", "bench/results/train.json", (
         ("data", "data", "{}"), ("batch size", "batch_size", COUNT), ("threads", "threads", COUNT),
         ("steps timed (median)", "steps", COUNT), ("parameters, M", "params_M", "{:.2f}"),

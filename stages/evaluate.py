@@ -1,15 +1,19 @@
 """evaluate stage: the paper's four metrics on data/windows/test, beside the baselines.
 
 Writes metrics/evaluate.json (cache: false), plots/evaluate/per_emotion.json (DVC bar plot)
-and plots/evaluate/qualitative.png (reference vs predicted landmarks, like the paper's Fig. 4).
+and plots/evaluate/qualitative.png (reference vs predicted landmarks, like the paper's Fig. 4),
+and metrics/train.json: the train stage's summary (models/train.json without its timing), kept
+in git because models/ and dvclive/train are DVC-cached.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
 from kfusion.config import Config, dump
+from kfusion.pipeline.io import write_json
 from kfusion.stages._common import run_stage
 
 
@@ -20,6 +24,10 @@ def _run(cfg: Config, args: argparse.Namespace) -> None:
     out = Path(cfg.evaluate.out) / "evaluate.json"
     r = evaluate(cfg, Path(cfg.windows.out), ckpt, out_json=out, plots_dir=Path(cfg.evaluate.plots))
     dump(cfg, Path(cfg.evaluate.plots) / "config.yaml")
+    summary = Path(cfg.train.out) / "train.json"
+    if summary.is_file():
+        write_json(Path(cfg.evaluate.out) / "train.json",
+                   {k: v for k, v in json.loads(summary.read_text()).items() if k != "seconds"})
     if "overall" in r:
         m, i, mm = (r["overall"][s] for s in ("model", "identity", "mean_motion"))
         print(f"[evaluate] {m['windows']} test windows; M-LD model {m['M-LD']:.3f} / identity "

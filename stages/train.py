@@ -29,8 +29,20 @@ def _run(cfg: Config, args: argparse.Namespace) -> None:
     print(f"[train] {s['epochs']} epochs (resumed after {s['resumed_from_epoch']}), "
           f"final train loss {final.get('train/loss', float('nan')):.4g}, "
           f"val loss {final.get('val/loss', float('nan')):.4g}, "
-          f"val M-LD {final.get('val/M-LD', float('nan')):.3f} px, best epoch {s['best_epoch']}, "
+          f"val M-LD {final.get('val/M-LD', float('nan')):.3f} px (validation speakers: "
+          f"{_speakers(Path(cfg.windows.out) / 'val')}; test figures: the evaluate stage, "
+          f"docs/training.md on why they differ), best epoch {s['best_epoch']}, "
           f"{s['seconds']:.1f} s", file=sys.stderr, flush=True)
+
+
+def _speakers(split_dir: Path) -> str:
+    """The speakers of a split's windows, or 'none'."""
+    import pyarrow.parquet as pq
+    table = split_dir / "windows.parquet"
+    if not table.is_file():
+        return "none"
+    return ", ".join(sorted(set(pq.read_table(table, columns=["speaker"])["speaker"].to_pylist()))) \
+        or "none"
 
 
 def main(argv: list[str] | None = None) -> int:

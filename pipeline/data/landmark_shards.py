@@ -22,7 +22,8 @@ from kfusion.config import Config, LandmarksConfig, to_dict
 from kfusion.shapes import EMOTIONS, MOUTH_INDICES, N_POINTS
 from kfusion.pipeline.data.executor import map_shards
 from kfusion.pipeline.data.groundtruth import groundtruth_by_clip
-from kfusion.pipeline.data.landmarks import (CNN_DETECTOR_FILE, PREDICTOR_FILE, LandmarkError, NoFace,
+from kfusion.pipeline.data.landmarks import (CNN_DETECTOR_FILE, PREDICTOR_FILE, LandmarkError,
+                                             MultipleFaces, NoFace,
                                              dlib_model_path, fan_weights_path, make_backend,
                                              process_clip, read_clip, rows_to_table,
                                              still_point_jitter, to_crop_px)
@@ -56,12 +57,14 @@ def _work(task: tuple[str, str]) -> tuple[str, dict | None, dict]:
         r = process_clip(clip_id, path, _worker["backend"], _worker["cfg"], _worker["ffmpeg"])
     except MediaError as e:
         return clip_id, None, {"reason": e.reason, "message": e.message}
-    except NoFace as e:
-        return clip_id, None, {"reason": "no_face", "message": str(e)}
+    except (NoFace, MultipleFaces) as e:
+        return clip_id, None, {"reason": e.reason, "message": str(e)}
     except Exception as e:   # a data problem we did not foresee: record it, never crash the run
         return clip_id, None, {"reason": "landmarks_failed", "message": f"{path}: {type(e).__name__}: {e}"}
     return clip_id, r.row, {"frames": r.frames, "face_frames": r.face_frames,
-                            "detections": r.detections, "seconds": r.seconds}
+                            "detections": r.detections, "seconds": r.seconds,
+                            "multi_face_detections": r.multi_face_detections,
+                            "kept_frames": list(r.kept)}   # [a, b): trimmed when not [0, frames]
 
 
 # ----------------------------------------------------------------------------- shards
@@ -146,10 +149,21 @@ def landmark_shards(cfg: Config, manifest: list[dict], out: Path, ffmpeg: str,
     face = sum(s["face_frames"] for s in stats)
     return {"clips": len(manifest), "shards": len(plan), "shards_reused": len(plan) - len(todo),
             "frames": frames, "face_frame_share": round(face / frames, 4) if frames else 0.0,
+            **trim_and_face_counts(stats),
             "detections_per_frame": round(sum(s["detections"] for s in stats) / frames, 4) if frames else 0.0,
             "frames_per_s": round(work_frames / wall, 1) if work_frames else None,
             "workers": cfg.preprocess.workers, "backend": cfg.landmarks.backend,
             "detector": cfg.landmarks.detector}
+
+
+def trim_and_face_counts(stats: list[dict]) -> dict[str, Any]:
+    """Clips trimmed to their good span (and the frames cut), clips where the detector saw a
+    second face, from the per-clip stats of the shards (older shards lack the keys: none)."""
+    trimmed = [s for s in stats if s.get("kept_frames", [0, s["frames"]]) != [0, s["frames"]]]
+    return {"clips_trimmed": len(trimmed),
+            "frames_trimmed": sum(s["frames"] - (s["kept_frames"][1] - s["kept_frames"][0])
+                                  for s in trimmed),
+            "clips_with_multiple_faces": sum(1 for s in stats if s.get("multi_face_detections"))}
 
 
 # ----------------------------------------------------------------------------- figures

@@ -72,12 +72,15 @@ class DlibBackend:
         else:
             self.hog, self.cnn = dlib.get_frontal_face_detector(), None
 
-    def detect(self, image: np.ndarray) -> list[tuple[Box, float]]:
+    def detect(self, image: np.ndarray, upsample: int | None = None) -> list[tuple[Box, float]]:
+        """Faces as (box, score); `upsample` (default: the constructor's) doubles the image
+        that many times first, to find faces smaller than the detector's 80 px window."""
+        up = self.upsample if upsample is None else upsample
         if self.cnn is not None:
-            found = self.cnn(image, self.upsample)
+            found = self.cnn(image, up)
             return [((d.rect.left(), d.rect.top(), d.rect.right(), d.rect.bottom()), float(d.confidence))
                     for d in found]
-        rects, scores, _ = self.hog.run(image, self.upsample, 0.0)
+        rects, scores, _ = self.hog.run(image, up, 0.0)
         return [((r.left(), r.top(), r.right(), r.bottom()), float(s)) for r, s in zip(rects, scores)]
 
     def predict(self, image: np.ndarray, box: Box) -> np.ndarray:
@@ -130,8 +133,8 @@ class FanBackend:
             torch.hub.set_dir(old)
         self.finder = DlibBackend(detector, upsample)
 
-    def detect(self, image: np.ndarray) -> list[tuple[Box, float]]:
-        return self.finder.detect(image)
+    def detect(self, image: np.ndarray, upsample: int | None = None) -> list[tuple[Box, float]]:
+        return self.finder.detect(image, upsample)
 
     def predict(self, image: np.ndarray, box: Box) -> np.ndarray:
         rgb = image if image.ndim == 3 else np.repeat(image[..., None], 3, axis=2)
@@ -143,6 +146,30 @@ def make_backend(cfg: LandmarksConfig):
     if cfg.backend == "fan":
         return FanBackend(cfg.fan_weights_dir, cfg.detector, cfg.detect_upsample)
     return DlibBackend(cfg.detector, cfg.detect_upsample)
+
+
+def detect_growing(backend, gray: np.ndarray, cfg: LandmarksConfig,
+                   max_upsampled_px: int = 2000) -> tuple[list[tuple[Box, float]], int, int]:
+    """Faces in `gray` (boxes in its pixels), found as the stage finds them (longer side
+    `detect_max_px`), else at twice, four times, ... that size up to the full resolution,
+    else, for an image no larger than `max_upsampled_px`, at the full resolution upsampled
+    once more. A 60 px face in a 6000x4000 photo is 5 px at 480 px: no face to the detector.
+    Returns (faces, the longer side that found them (0 = full resolution), upsample used);
+    no faces: ([], 0, the last upsample tried)."""
+    full = max(gray.shape[:2])
+    sizes, px = [], cfg.detect_max_px
+    while 0 < px < full:
+        sizes.append(px)
+        px *= 2
+    tries = [(px, cfg.detect_upsample) for px in (*sizes, 0)]
+    if full <= max_upsampled_px and cfg.detect_upsample < 3:
+        tries.append((0, cfg.detect_upsample + 1))
+    for px, up in tries:
+        small, scale = downscale(gray, px)
+        found = backend.detect(small, up)
+        if found:
+            return [(tuple(v / scale for v in box), score) for box, score in found], px, up
+    return [], 0, tries[-1][1]
 
 
 # ----------------------------------------------------------------------------- geometry
@@ -192,6 +219,7 @@ class Track:
     detections: int          # how many frames ran the detector
     width: int
     height: int
+    multi_face_detections: int = 0   # ... and found more than one face there
 
 
 class Tracker:
@@ -209,6 +237,7 @@ class Tracker:
         self.rel = np.array([0.0, 0.0, 1.0])         # detector box vs landmark box (dx, dy, scale)
         self.since_detect = 0
         self.detections = 0
+        self.multi_face_detections = 0
 
     def _box_from_landmarks(self, pts: np.ndarray) -> Box:
         # Seed the predictor with a box in the *detector's* convention (it was trained on
@@ -220,9 +249,10 @@ class Tracker:
     def _detect(self, gray: np.ndarray) -> tuple[np.ndarray, float] | None:
         self.detections += 1
         small, scale = downscale(gray, self.cfg.detect_max_px)
-        found = self.backend.detect(small)
+        found = self.backend.detect(small, self.cfg.detect_upsample)
         if not found:
             return None
+        self.multi_face_detections += len(found) > 1
         if self.prev is not None:   # several faces: keep the one we were following
             c = landmark_box(self.prev)[:2]
             box, score = min(found, key=lambda f: np.hypot((f[0][0] + f[0][2]) / 2 / scale - c[0],
@@ -294,7 +324,8 @@ def track_clip(frames: Iterable[np.ndarray], backend, cfg: LandmarksConfig,
     return Track(points=np.stack(pts_list).astype(np.float32) if T else np.zeros((0, N_POINTS, 2), np.float32),
                  confidence=np.asarray(conf, np.float32), found=np.asarray(found, bool),
                  detected=np.asarray(detected, bool),
-                 detections=tracker.detections, width=shape[1], height=shape[0])
+                 detections=tracker.detections, width=shape[1], height=shape[0],
+                 multi_face_detections=tracker.multi_face_detections)
 
 
 # ----------------------------------------------------------------------------- post-processing
@@ -423,6 +454,72 @@ def still_point_jitter(points: np.ndarray, indices=(27, 28, 29, 30, 39, 42)) -> 
     return float(np.nanmean(mag)) if np.isfinite(mag).any() else float("nan")
 
 
+# ----------------------------------------------------------------------------- good span
+def good_span(found: np.ndarray, min_fraction: float) -> tuple[int, int]:
+    """The longest span [a, b) of frames whose face share is at least `min_fraction`, shrunk to
+    start and end on a frame with a face; (0, 0) when no frame has one. A clip with a damaged
+    head or tail (grey MPEG garbage, a cut before the speaker sits down) keeps its good part.
+
+    Longest subarray with mean(found) >= p: with x_t = found_t - p and prefix sums P, the
+    longest [a, b) with P[b] >= P[a]; a runs over the prefix minima from the left, b over
+    the frames from the right (O(T))."""
+    T = len(found)
+    if not found.any():
+        return 0, 0
+    P = np.concatenate([[0.0], np.cumsum(found.astype(np.float64) - min_fraction)])
+    tol = 1e-9 * (T + 1)
+    lows = [0]                                  # indices where P reaches a new minimum
+    for i in range(1, T + 1):
+        if P[i] < P[lows[-1]] - tol:
+            lows.append(i)
+    best, b = (0, 0), T
+    for a in reversed(lows):                    # later minima first: they pair with later b
+        while b > a and P[b] < P[a] - tol:
+            b -= 1
+        if b - a > best[1] - best[0]:
+            best = (a, b)
+    a, b = best
+    hits = np.flatnonzero(found[a:b])
+    return (a + int(hits[0]), a + int(hits[-1]) + 1) if len(hits) else (0, 0)
+
+
+def keep_span(track: Track, cfg: LandmarksConfig) -> tuple[int, int]:
+    """The frames [a, b) of a tracked clip to keep: all of them when the face is in at least
+    `min_face_fraction` of its frames, else its longest good span (good_span). NoFace when
+    that span is shorter than `landmarks.min_duration_s`."""
+    T = len(track.found)
+    share = float(track.found.mean()) if T else 0.0
+    if share >= cfg.min_face_fraction:
+        return 0, T
+    a, b = good_span(track.found, cfg.min_face_fraction)
+    if (b - a) < cfg.min_duration_s * cfg.fps or b == a:
+        raise NoFace(f"a face in {int(track.found.sum())} of {T} frames ({share:.0%}), below "
+                     f"landmarks.min_face_fraction={cfg.min_face_fraction}, and no stretch with "
+                     f"that share lasts landmarks.min_duration_s={cfg.min_duration_s} s (the "
+                     f"longest: frames {a}-{b}, {(b - a) / cfg.fps:.2f} s)")
+    return a, b
+
+
+def postprocess_span(track: Track, cfg: LandmarksConfig, a: int, b: int) -> ClipLandmarks:
+    """postprocess on frames [a, b) only; the frames outside keep the clip's length (so video
+    and audio stay aligned) with no landmarks (NaN), no face, and the nearest crop box."""
+    T = len(track.found)
+    if (a, b) == (0, T):
+        return postprocess(track, cfg)
+    part = Track(points=track.points[a:b], confidence=track.confidence[a:b],
+                 found=track.found[a:b], detected=track.detected[a:b], detections=track.detections,
+                 width=track.width, height=track.height)
+    c = postprocess(part, cfg)
+    lm = np.full((T, N_POINTS, 2), np.nan, np.float32)
+    lm[a:b] = c.landmarks_px
+    conf, found = np.zeros(T, np.float32), np.zeros(T, bool)
+    conf[a:b], found[a:b] = c.confidence, c.face_found
+    boxes = np.concatenate([np.repeat(c.crop_box[:1], a, 0), c.crop_box,
+                            np.repeat(c.crop_box[-1:], T - b, 0)])
+    return ClipLandmarks(landmarks_px=lm, confidence=conf, face_found=found, crop_box=boxes,
+                         identity_frame=c.identity_frame + a)
+
+
 # ----------------------------------------------------------------------------- one clip
 @dataclass
 class ClipResult:
@@ -431,6 +528,8 @@ class ClipResult:
     face_frames: int          # frames where the face was detected or tracked
     detections: int
     seconds: float
+    multi_face_detections: int = 0   # detector runs that found more than one face
+    kept: tuple[int, int] = (0, 0)   # frames [a, b) kept; (0, frames) when not trimmed
 
 
 def _jpeg(rgb: np.ndarray, quality: int) -> bytes:
@@ -440,17 +539,13 @@ def _jpeg(rgb: np.ndarray, quality: int) -> bytes:
     return buf.tobytes()
 
 
-def process_clip(clip_id: str, video_path: str, backend, cfg: LandmarksConfig,
-                 ffmpeg: str = "") -> ClipResult:
-    """Decode at cfg.fps, track, post-process, crop; one shard row. Raises MediaError on an
-    unreadable video and NoFace when the face is in fewer than min_face_fraction of frames."""
-    import time
-
-    from kfusion.pipeline.media.video import crop_square, iter_frames, read_frame, yuv_gray, yuv_rgb
-    t0 = time.perf_counter()
-    # One decode in YUV 4:2:0: the Y plane is the gray image the detector and predictor read,
-    # and the colour of the identity candidate (best detection of the first second) is kept
-    # as it passes, so keep_frames=identity needs no second decode.
+def _track_video(video_path: str, backend, cfg: LandmarksConfig,
+                 ffmpeg: str) -> tuple[Track, dict]:
+    """One decode in YUV 4:2:0: the Y plane is the gray image the detector and predictor read,
+    and the colour of the identity candidate (best detection of the first second) is kept as it
+    passes, so keep_frames=identity needs no second decode. -> (track, {t, yuv} of the
+    candidate)."""
+    from kfusion.pipeline.media.video import iter_frames, yuv_gray
     current: list[np.ndarray] = []
     best: dict = {"conf": -1.0, "t": -1, "yuv": None}
 
@@ -463,15 +558,36 @@ def process_clip(clip_id: str, video_path: str, backend, cfg: LandmarksConfig,
         if (t < cfg.fps and conf > best["conf"]) or best["t"] < 0:
             best.update(conf=conf if t < cfg.fps else -1.0, t=t, yuv=current[0].copy())
 
-    track = track_clip(gray_frames(), backend, cfg, on_detection)
+    return track_clip(gray_frames(), backend, cfg, on_detection), best
+
+
+def _check_multi_face(track: Track, cfg: LandmarksConfig, video_path: str) -> None:
+    share = track.multi_face_detections / track.detections if track.detections else 0.0
+    if share > cfg.max_multi_face_fraction:
+        raise MultipleFaces(f"{video_path}: more than one face in {track.multi_face_detections} "
+                            f"of the {track.detections} frames the detector ran on ({share:.0%}), "
+                            f"above landmarks.max_multi_face_fraction={cfg.max_multi_face_fraction}")
+
+
+def process_clip(clip_id: str, video_path: str, backend, cfg: LandmarksConfig,
+                 ffmpeg: str = "") -> ClipResult:
+    """Decode at cfg.fps, track, keep the good span, post-process, crop; one shard row. Raises
+    MediaError on an unreadable video, NoFace when no stretch of min_duration_s has a face in
+    min_face_fraction of its frames, MultipleFaces above max_multi_face_fraction."""
+    import time
+
+    from kfusion.pipeline.media.video import crop_square, iter_frames, read_frame, yuv_rgb
+    t0 = time.perf_counter()
+    track, best = _track_video(video_path, backend, cfg, ffmpeg)
     T = len(track.found)
-    share = float(track.found.mean()) if T else 0.0
-    if share < cfg.min_face_fraction:
-        raise NoFace(f"{video_path}: a face in {track.found.sum()} of {T} frames "
-                     f"({share:.0%}), below landmarks.min_face_fraction={cfg.min_face_fraction}")
-    clip = postprocess(track, cfg)
+    try:
+        a, b = keep_span(track, cfg)
+    except NoFace as e:
+        raise NoFace(f"{video_path}: {e}") from None
+    _check_multi_face(track, cfg, video_path)
+    clip = postprocess_span(track, cfg, a, b)
     rgb = yuv_rgb(best["yuv"]) if best["t"] == clip.identity_frame else \
-        read_frame(video_path, clip.identity_frame, ffmpeg=ffmpeg, fps=cfg.fps)   # not expected
+        read_frame(video_path, clip.identity_frame, ffmpeg=ffmpeg, fps=cfg.fps)   # trimmed clips
     identity_jpeg = _jpeg(crop_square(rgb, clip.crop_box[clip.identity_frame], cfg.crop_px),
                           cfg.jpeg_quality)
     frames_jpeg = []
@@ -487,12 +603,17 @@ def process_clip(clip_id: str, video_path: str, backend, cfg: LandmarksConfig,
            "face_found": clip.face_found, "crop_box": clip.crop_box.reshape(-1),
            "src_w": track.width, "src_h": track.height, "identity_frame": clip.identity_frame,
            "identity_jpeg": identity_jpeg, "frames_jpeg": frames_jpeg}
-    return ClipResult(row=row, frames=T, face_frames=int(track.found.sum()),
-                      detections=track.detections, seconds=time.perf_counter() - t0)
+    return ClipResult(row=row, frames=T, face_frames=int(clip.face_found.sum()),
+                      detections=track.detections, seconds=time.perf_counter() - t0,
+                      multi_face_detections=track.multi_face_detections, kept=(a, b))
 
 
 class NoFace(RuntimeError):
     reason = "no_face"
+
+
+class MultipleFaces(RuntimeError):
+    reason = "multiple_faces"
 
 
 def shard_schema():

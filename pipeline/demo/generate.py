@@ -19,6 +19,7 @@ import numpy as np
 from kfusion.shapes import EMOTIONS
 from kfusion.pipeline.data.executor import map_shards
 from kfusion.pipeline.demo import render, tts, visemes
+from kfusion.pipeline.media import warp
 from kfusion.pipeline.demo.faces import Speaker, interocular, speakers_for
 from kfusion.pipeline.demo.groundtruth import crop_box, to_crop
 from kfusion.pipeline.demo.report import decode_problem
@@ -150,21 +151,21 @@ def _clip(demo, spec: ClipSpec, speaker: Speaker, corpus_dir: Path, ffmpeg: str)
 def frames(speaker: Speaker, motion: visemes.Motion, frame_px: int):
     """Rendered RGB frames (F, F, 3), one per track row."""
     rest = speaker.neutral
-    border = render.border_points(frame_px)
-    source = np.concatenate([speaker.source, render.neck_points(speaker.source),
-                             render.head_points(speaker.source, frame_px), border])
+    border = warp.border_points(frame_px)
+    source = np.concatenate([speaker.source, warp.neck_points(speaker.source),
+                             warp.head_points(speaker.source, frame_px), border])
     open_mouth = visemes.mouth(rest, np.array([[0.6, 0, 0, 0, 0]]))[0]
-    layout = np.concatenate([open_mouth, render.neck_points(open_mouth),
-                             render.head_points(rest, frame_px), border])
-    warper = render.Warper(speaker.image, source, layout)
+    layout = np.concatenate([open_mouth, warp.neck_points(open_mouth),
+                             warp.head_points(rest, frame_px), border])
+    warper = warp.Warper(speaker.image, source, layout)
     T = len(motion.tracks)
     still = lambda p: visemes.apply_head(np.broadcast_to(p, (T, *p.shape)), motion.head, rest[30])  # noqa: E731
-    head_pts = still(render.head_points(rest, frame_px))
-    jaw_drop = motion.tracks[:, render.NECK] - still(rest[render.NECK])
-    neck = still(render.neck_points(rest)) + 0.5 * jaw_drop
+    head_pts = still(warp.head_points(rest, frame_px))
+    jaw_drop = motion.tracks[:, warp.NECK] - still(rest[warp.NECK])
+    neck = still(warp.neck_points(rest)) + 0.5 * jaw_drop
     for t in range(T):
         target = np.concatenate([motion.tracks[t], neck[t], head_pts[t], border])
-        yield render.paint_mouth(warper.frame(target), motion.tracks[t])
+        yield warp.paint_mouth(warper.frame(target), motion.tracks[t])
 
 
 def bilabial_gaps(tl, tracks: np.ndarray, fps: int, lead_s: float) -> list[float]:
@@ -214,7 +215,7 @@ def run_clips(demo, specs: list[ClipSpec], speakers: list[Speaker], corpus_dir: 
     """Yield each clip's result (in plan order), each clip in a fresh process."""
     jobs = [(demo, s, speakers[s.speaker_index], str(corpus_dir), ffmpeg) for s in specs]
     yield from map_shards(clip_job, jobs, workers=workers, ordered=True, fresh_process_per_job=True,
-                          preload=["numpy", "cv2", "scipy.spatial", "kfusion.pipeline.demo.render",
+                          preload=["numpy", "cv2", "scipy.spatial", "kfusion.pipeline.demo.render", "kfusion.pipeline.media.warp",
                                    "kfusion.pipeline.demo.visemes", "kfusion.pipeline.media.container"],
                           desc="demo", unit="clip")
 

@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from kfusion.config import ConfigError, load
+from kfusion.config import ConfigError, describe_model, load
 
 
 def _params(args: argparse.Namespace):
@@ -59,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     for w in result.warnings:
         print(f"warning: {w}", file=sys.stderr)
+    print(f"model: {describe_model(result.model, result.encoder.get('encoder'), result.encoder.get('encoder_fallback'))}")
     if result.emotion_probabilities is not None:
         p = result.emotion_probabilities
         top = sorted(p, key=p.get, reverse=True)[:3]

@@ -37,7 +37,7 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from kfusion.config import Config, ConfigError
+from kfusion.config import Config, ConfigError, model_switches
 from kfusion.device import resolve_device
 from kfusion.pipeline.training.checkpoint import (CheckpointError, build_checkpoint_model,
                                                   checkpoint_config, config_differences,
@@ -79,6 +79,7 @@ class PredictResult:
     identity: Identity
     n_windows: int
     stride_frames: int
+    model: dict[str, Any] = field(default_factory=dict)   # kfusion.config.model_switches
     paths: dict[str, Path] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     timings_s: dict[str, float] = field(default_factory=dict)
@@ -346,7 +347,7 @@ class Predictor:
             {e: float(p) for e, p in zip(EMOTIONS, probs)},
             checkpoint=self.checkpoint, encoder=self.encoder_info, identity=identity,
             n_windows=len(starts), stride_frames=stride_frames, warnings=notes,
-            timings_s=timings)
+            timings_s=timings, model=model_switches(cfg.model))
         if paths:
             timings.update(write_outputs(result, paths, samples, sr, side_by_side=side_by_side,
                                          ffmpeg=self.ffmpeg))
@@ -497,6 +498,7 @@ def summary(result: PredictResult, paths: dict[str, Path] | None = None) -> dict
             "emotion_source": result.emotion_source,
             "emotion_probabilities": result.emotion_probabilities,
             "checkpoint": str(result.checkpoint), "encoder": result.encoder,
+            "model": result.model,   # fusion and the ablation switches it was trained with
             "windows": result.n_windows, "stride_frames": result.stride_frames,
             "crop_box": [float(v) for v in ident.crop_box], "faces_in_image": ident.n_faces,
             "image_wh": list(ident.image_wh),

@@ -5,6 +5,12 @@ standard deviation over time (2 x n_mels), standardised with the training window
 std (stored with the head). Output: logits over `EMOTIONS`. A linear layer when `hidden` is
 0, else Linear -> GELU -> Linear. Trained in the train stage, saved inside the checkpoint
 under "emotion_classifier"; its test accuracy is reported by the evaluate stage.
+
+Whether `predict --emotion auto` may use it is decided at train time (`auto_gate`): on the
+held-out validation windows (speaker-disjoint with split.by: speaker, never seen by the head's
+fit), its accuracy must beat chance, the share of the most frequent emotion there, by at least
+AUTO_MARGIN. The split, the accuracy, chance, the margin and the verdict are recorded in the
+checkpoint with the head; predict falls back to `neutral` and says why when the verdict is no.
 """
 from __future__ import annotations
 
@@ -15,6 +21,11 @@ import torch
 from torch import nn
 
 from kfusion.shapes import EMOTIONS
+
+# Accuracy points above chance, on held-out windows, before `--emotion auto` trusts the head.
+# 0.10 is 3 standard errors of a chance-level accuracy (1/8) over 100 independent windows;
+# overlapping windows of one clip are not independent, so the margin stays well above that.
+AUTO_MARGIN = 0.10
 
 if TYPE_CHECKING:
     from kfusion.config import Config
@@ -108,10 +119,43 @@ def pooled_windows(ds: "WindowDataset | None", step: int = 512) -> tuple[torch.T
 def fit_emotion_head(cfg: "Config", train_ds: "WindowDataset",
                      val_ds: "WindowDataset | None") -> tuple[EmotionClassifier, dict]:
     """The head for `cfg.train` (emotion_classifier_hidden / _epochs), fitted on the training
-    windows; its report has the validation accuracy when there are validation windows."""
+    windows; its report has the validation accuracy when there are validation windows, and
+    the held-out verdict for `--emotion auto` (auto_gate)."""
     xf, yf = pooled_windows(train_ds)
     xv, yv = pooled_windows(val_ds)
-    return fit_emotion_classifier(xf, yf, hidden=cfg.train.emotion_classifier_hidden,
-                                  epochs=cfg.train.emotion_classifier_epochs, seed=cfg.seed,
-                                  val_feats=xv if len(xv) else None,
-                                  val_labels=yv if len(yv) else None)
+    clf, report = fit_emotion_classifier(xf, yf, hidden=cfg.train.emotion_classifier_hidden,
+                                         epochs=cfg.train.emotion_classifier_epochs, seed=cfg.seed,
+                                         val_feats=xv if len(xv) else None,
+                                         val_labels=yv if len(yv) else None)
+    return clf, {**report, **auto_gate(report.get("val_accuracy"), yv)}
+
+
+def auto_gate(accuracy: float | None, labels: torch.Tensor, split: str = "val",
+              margin: float = AUTO_MARGIN) -> dict[str, Any]:
+    """Whether the head beat chance on the held-out `labels` by `margin`: chance is the share
+    of their most frequent emotion (what always answering it would score)."""
+    n = len(labels)
+    chance = float(torch.bincount(labels, minlength=len(EMOTIONS)).max()) / n if n else float("nan")
+    ok = bool(n) and accuracy is not None and accuracy >= chance + margin
+    return {"auto": {"held_out_split": split, "held_out_windows": n,
+                     "held_out_accuracy": accuracy if n else None,
+                     "chance": chance if n else None, "margin": margin, "usable": ok}}
+
+
+def auto_verdict(head: dict[str, Any] | None) -> tuple[bool, str]:
+    """(may `--emotion auto` use this checkpoint's head?, why not, in words) from the
+    checkpoint's `emotion_classifier` entry."""
+    if not head:
+        return False, "the checkpoint has no emotion classifier (train.emotion_classifier_epochs: 0)"
+    gate = (head.get("report") or {}).get("auto")
+    if not gate:
+        return False, "the checkpoint records no held-out test of its emotion classifier"
+    if gate["usable"]:
+        return True, ""
+    if not gate["held_out_windows"]:
+        return False, (f"its emotion classifier could not be tested: no {gate['held_out_split']} "
+                       f"windows were held out at train time")
+    return False, (f"its emotion classifier scored {gate['held_out_accuracy']:.1%} on "
+                   f"{gate['held_out_windows']} held-out {gate['held_out_split']} windows, where "
+                   f"chance is {gate['chance']:.1%} and auto needs "
+                   f"{gate['chance'] + gate['margin']:.1%}")

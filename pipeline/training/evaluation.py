@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 import torch
 from torch.utils.data import DataLoader
 
-from kfusion.config import Config
+from kfusion.config import Config, model_switches
 from kfusion.device import resolve_device
 from kfusion.pipeline.io import atomic_path, progress, write_json
 from kfusion.pipeline.training.checkpoint import Trained, load_trained
@@ -131,8 +131,7 @@ def _assemble(cfg: Config, trained: Trained, test: WindowDataset, vs_ref, vs_gt,
         **prov,
         "trained": {"seed": tcfg.seed, "epochs": tcfg.train.epochs,
                     "best_epoch": trained.state.get("epoch"),
-                    "fusion": tcfg.model.fusion, "global_domain": tcfg.model.global_domain,
-                    "lstm": tcfg.model.lstm},
+                    **model_switches(tcfg.model)},   # fusion, ablation switches, inputs
     }
     if want_paper:
         overall = vs_ref["model"].summary()

@@ -4,7 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from kfusion.pipeline.demo import render, sync, visemes
+from kfusion.pipeline.demo import sync, visemes
+from kfusion.pipeline.media import warp
 from kfusion.pipeline.demo.groundtruth import crop_box, to_crop
 
 
@@ -64,19 +65,19 @@ def test_crop_box_and_mapping():
 def test_warper_identity_reproduces_photo():
     rng = np.random.default_rng(0)
     img = rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)
-    pts = np.concatenate([rng.uniform(10, 54, (12, 2)), render.border_points(64)])
-    out = render.Warper(img, pts, pts).frame(pts)
+    pts = np.concatenate([rng.uniform(10, 54, (12, 2)), warp.border_points(64)])
+    out = warp.Warper(img, pts, pts).frame(pts)
     assert np.array_equal(out, img)
 
 
 def test_warper_moves_texture_with_points():
     img = np.zeros((64, 64, 3), np.uint8)
     img[30:34, 30:34] = 255                                   # a bright square at (31.5, 31.5)
-    border = render.border_points(64)
+    border = warp.border_points(64)
     src = np.concatenate([[[31.5, 31.5], [20, 20], [44, 20], [44, 44], [20, 44]], border])
     dst = src.copy()
     dst[:5] += [4.0, 0.0]                                     # move the inner points 4 px right
-    out = render.Warper(img, src, src).frame(dst)
+    out = warp.Warper(img, src, src).frame(dst)
     ys, xs = np.nonzero(out[..., 0] > 128)
     assert xs.mean() == pytest.approx(35.5, abs=0.6) and ys.mean() == pytest.approx(31.5, abs=0.6)
 

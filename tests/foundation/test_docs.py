@@ -18,7 +18,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "tables.py"
 # What the tables read, copied into a scratch root so tests can change it.
-SOURCES = ("README.md", "docs", "metrics", "dvclive", "bench/results")
+SOURCES = ("README.md", "docs", "metrics", "bench/results")
 
 
 def _docs(root: Path = REPO) -> list[Path]:
