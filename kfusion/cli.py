@@ -99,9 +99,13 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--audio", required=True, help="speech: any audio ffmpeg reads, or a video")
     pr.add_argument("--image", required=True, help="a photo with one face")
     pr.add_argument("--out", required=True, help="output mp4; .npy/.csv are written beside it")
-    pr.add_argument("--emotion", default="auto", help="a MEAD emotion name, or auto (default)")
+    pr.add_argument("--emotion", default="auto",
+                    help="a MEAD emotion name, or auto (default): the checkpoint's audio emotion "
+                         "classifier, used only where it beat chance on held-out data (else neutral)")
     pr.add_argument("--checkpoint", default=None, help="default: the pipeline's best checkpoint")
     pr.add_argument("--side-by-side", action="store_true", help="also draw on a neutral canvas")
+    pr.add_argument("--animate", action="store_true",
+                    help="also show the photo warped to the predicted landmarks (a talking head)")
     pr.add_argument("--strict", action="store_true", help="fail when the image has several faces")
     pr.add_argument("--stride-frames", type=int, default=10,
                     help="frames between overlapping 1 s windows (1-30; default %(default)s)")

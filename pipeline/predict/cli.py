@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"checkpoint: {ckpt}" + ("" if args.checkpoint else " (the pipeline's; "
                                        "pass --checkpoint to use another)"), flush=True)
         predictor = Predictor(ckpt, device=getattr(args, "device", "auto"), params=params,
-                              ffmpeg=ffmpeg)
+                              ffmpeg=ffmpeg, log=_say)
         if predictor.encoder_info.get("encoder_fallback"):
             print(f"warning: this checkpoint was trained on features of the seeded random-weights "
                   f"wav2vec2 fallback (seed {predictor.cfg.seed}); predictions use the same",
@@ -53,19 +53,16 @@ def run(args: argparse.Namespace) -> int:
         result = predictor.predict(args.audio, args.image, out=args.out, emotion=args.emotion,
                                    side_by_side=args.side_by_side, strict=args.strict,
                                    stride_frames=getattr(args, "stride_frames", 10),
-                                   batch_size=getattr(args, "batch_size", 64))
+                                   batch_size=getattr(args, "batch_size", 64),
+                                   animate=getattr(args, "animate", False))
     except PredictError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     for w in result.warnings:
         print(f"warning: {w}", file=sys.stderr)
-    print(f"model: {describe_model(result.model, result.encoder.get('encoder'), result.encoder.get('encoder_fallback'))}")
-    if result.emotion_probabilities is not None:
-        p = result.emotion_probabilities
-        top = sorted(p, key=p.get, reverse=True)[:3]
-        print(f"emotion: {result.emotion} (auto; " + ", ".join(f"{e} {p[e]:.2f}" for e in top) + ")")
-    else:
-        print(f"emotion: {result.emotion} (given)")
+    enc = result.encoder
+    print(f"model: {describe_model(result.model, enc.get('encoder'), enc.get('encoder_fallback'))}")
+    print(f"emotion: {emotion_line(result)}")
     t = result.timings_s
     print(f"predicted {len(result.landmarks_crop)} frames ({result.duration_s:.2f} s at "
           f"{result.fps} fps, {result.n_windows} windows, stride {result.stride_frames}) in "
@@ -74,3 +71,21 @@ def run(args: argparse.Namespace) -> int:
     for key, path in result.paths.items():
         print(f"  {key}: {path}")
     return 0
+
+
+def _say(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def emotion_line(result) -> str:
+    """'sad (auto; sad 0.61, ...)', 'happy (given)', or 'neutral (--emotion auto not used: WHY;
+    the classifier's guess: ...)': one line either way."""
+    p = result.emotion_probabilities or {}
+    top = ", ".join(f"{e} {p[e]:.2f}" for e in sorted(p, key=p.get, reverse=True)[:3])
+    if result.emotion_source == "auto":
+        return f"{result.emotion} (auto; {top})"
+    if result.emotion_source == "neutral":
+        return (f"neutral (--emotion auto not used: {result.emotion_note}"
+                + (f"; the classifier's guess: {top}" if top else "")
+                + "; pass --emotion NAME to choose one)")
+    return f"{result.emotion} (given)"

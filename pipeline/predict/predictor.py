@@ -27,6 +27,8 @@ window, its softmax averaged over windows; the argmax conditions all windows.
 """
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import os
 import tempfile
 import time
@@ -39,6 +41,7 @@ import torch
 
 from kfusion.config import Config, ConfigError, model_switches
 from kfusion.device import resolve_device
+from kfusion.pipeline.io import progress
 from kfusion.pipeline.training.checkpoint import (CheckpointError, build_checkpoint_model,
                                                   checkpoint_config, config_differences,
                                                   emotion_head, read_checkpoint)
@@ -72,8 +75,9 @@ class PredictResult:
     fps: int
     duration_s: float
     emotion: str
-    emotion_source: str                        # "given" | "auto"
-    emotion_probabilities: dict[str, float] | None
+    emotion_source: str                        # "given" | "auto" | "neutral" (auto not trusted)
+    emotion_probabilities: dict[str, float] | None   # the head's, with auto (used or not)
+    emotion_note: str                          # why auto fell back to neutral, or ""
     checkpoint: Path
     encoder: dict[str, Any]
     identity: Identity
@@ -131,25 +135,36 @@ def _first_frame(path: Path, pix_fmt: str, ffmpeg: str) -> np.ndarray:
 
 def find_identity(image: str | Path, cfg: Config, *, strict: bool = False, ffmpeg: str = "",
                   backend=None) -> tuple[Identity, list[str]]:
-    """Detect, landmark and crop the face in `image` with the landmark stage's own code."""
-    from kfusion.pipeline.data.landmarks import make_backend, postprocess, to_video_px, track_clip
-    from kfusion.pipeline.media.video import crop_square, downscale
+    """Detect, landmark and crop the face in `image` with the landmark stage's own code. A face
+    the stage's detection size misses (a small face in a large photo) is looked for again at
+    larger sizes before "no face" (kfusion.pipeline.data.landmarks.detect_growing)."""
+    from kfusion.pipeline.data.landmarks import (detect_growing, make_backend, postprocess,
+                                                 to_video_px, track_clip)
+    from kfusion.pipeline.media.video import crop_square
     image, lcfg = Path(image), cfg.landmarks
     if not image.is_file():
         raise PredictError(f"image {image}: no such file")
     gray = _first_frame(image, "gray", ffmpeg)   # what the landmark stage's tracker sees
     backend = backend or make_backend(lcfg)
-    faces = backend.detect(downscale(gray, lcfg.detect_max_px)[0])
+    faces, px, upsample = detect_growing(backend, gray, lcfg)
     notes = []
     if not faces:
-        raise PredictError(f"image {image}: no face found (dlib {lcfg.detector} detector); use a "
-                           f"photo with one clearly visible, roughly frontal face")
+        raise PredictError(f"image {image}: no face found (dlib {lcfg.detector} detector, up to "
+                           f"the full {gray.shape[1]}x{gray.shape[0]} px"
+                           + (" upsampled" if upsample > lcfg.detect_upsample else "")
+                           + "); use a photo with one clearly visible, roughly frontal face")
+    if (px, upsample) != (lcfg.detect_max_px, lcfg.detect_upsample):
+        notes.append(f"image {image}: the face was found only at "
+                     f"{'the full resolution' if px == 0 else f'{px} px'}"
+                     f"{' upsampled' if upsample > lcfg.detect_upsample else ''} (it is small in "
+                     f"the photo); a closer crop gives the detector more to work with")
     if len(faces) > 1:
         if strict:
             raise PredictError(f"image {image}: {len(faces)} faces found and --strict is set; "
                                f"crop the image to one face")
         notes.append(f"image {image}: {len(faces)} faces found; using the largest")
-    track = track_clip([gray], backend, lcfg)     # one frame: detect (largest face) + predict
+    found_at = dataclasses.replace(lcfg, detect_max_px=px, detect_upsample=upsample)
+    track = track_clip([gray], backend, found_at)  # one frame: detect (largest face) + predict
     if not track.found[0]:
         raise PredictError(f"image {image}: no face landmarks found")
     clip = postprocess(track, lcfg)               # crop rule: crop_scale x face size, square
@@ -198,7 +213,7 @@ def wav2vec2_chunked(model, samples: np.ndarray, *, device: str, half: bool,
     core = int(chunk_s * sample_rate_hz) // W2V_HOP_SAMPLES     # frames per chunk
     ctx = int(context_s * sample_rate_hz) // W2V_HOP_SAMPLES
     out = np.zeros((total, W2V_DIM), np.float16)
-    for f0 in range(0, total, core):
+    for f0 in progress(range(0, total, core), desc="wav2vec2", unit="chunk"):
         a = max(f0 - ctx, 0)                                      # first frame computed
         s0 = a * W2V_HOP_SAMPLES
         s1 = min(n, (f0 + core + ctx) * W2V_HOP_SAMPLES + W2V_RECEPTIVE_SAMPLES)
@@ -252,8 +267,10 @@ class Predictor:
     """A loaded checkpoint (model, emotion head, encoder, face finder), reusable across inputs."""
 
     def __init__(self, checkpoint: str | Path | None = None, *, device: str = "auto",
-                 params: Config | None = None, ffmpeg: str = ""):
+                 params: Config | None = None, ffmpeg: str = "", log=None):
+        """log: called with a line as each step starts (the CLI prints it); None: quiet."""
         t0 = time.perf_counter()
+        self.log = log
         self.checkpoint = Path(checkpoint) if checkpoint else DEFAULT_CHECKPOINT
         try:   # the checkpoint's errors are the evaluate stage's too; here they are the user's
             ckpt = read_checkpoint(self.checkpoint)
@@ -271,6 +288,7 @@ class Predictor:
         self.encoder_info = dict(ckpt.get("encoder") or {})
         head = emotion_head(ckpt)
         self.classifier = head.to(self.device) if head is not None else None
+        self.emotion_record = ckpt.get("emotion_classifier")   # the head and its held-out test
         self._encoder = None
         self._backend = None
         self.load_seconds = {"checkpoint": time.perf_counter() - t0}
@@ -294,65 +312,78 @@ class Predictor:
 
     def predict(self, audio: str | Path, image: str | Path, *, out: str | Path | None = None,
                 emotion: str = "auto", side_by_side: bool = False, strict: bool = False,
-                stride_frames: int = 10, batch_size: int = 64) -> PredictResult:
+                stride_frames: int = 10, batch_size: int = 64,
+                animate: bool = False) -> PredictResult:
         cfg, timings = self.cfg, {}
-        frames, fps = cfg.windows.frames, cfg.landmarks.fps
+        frames, fps, sr = cfg.windows.frames, cfg.landmarks.fps, cfg.audio.sample_rate_hz
         if emotion != "auto" and emotion not in EMOTIONS:
             raise PredictError(f"--emotion {emotion!r}: expected auto or one of {', '.join(EMOTIONS)}")
         if not 1 <= stride_frames <= frames:
             raise PredictError(f"stride_frames={stride_frames}: expected 1..{frames} (the window)")
-        if emotion == "auto" and self.classifier is None:
-            raise PredictError(f"{self.checkpoint} has no emotion classifier (trained with "
-                               f"train.emotion_classifier_epochs: 0); pass --emotion NAME")
         paths = output_paths(out) if out is not None else {}
         if paths:
             check_writable(paths)
-
-        t = time.perf_counter()
-        samples = read_audio(audio, cfg, self.ffmpeg)
-        timings["decode_audio"] = time.perf_counter() - t
-        t = time.perf_counter()
-        identity, notes = find_identity(image, cfg, strict=strict, ffmpeg=self.ffmpeg,
-                                        backend=self.backend())
-        timings["face"] = time.perf_counter() - t
-
-        encoder = self.encoder()   # loaded once per Predictor; timed in load_seconds
-        t = time.perf_counter()
-        mel, w2v = clip_features(samples, cfg, encoder, self.device)
-        timings["features"] = time.perf_counter() - t
-        sr = cfg.audio.sample_rate_hz
+        with self._step("decode audio", timings, "decode_audio"):
+            samples = read_audio(audio, cfg, self.ffmpeg)
         duration_s = len(samples) / sr
+        with self._step("find the face", timings, "face"):
+            identity, notes = find_identity(image, cfg, strict=strict, ffmpeg=self.ffmpeg,
+                                            backend=self.backend())
+        encoder = self.encoder()   # loaded once per Predictor; timed in load_seconds
+        with self._step(f"features of {duration_s:.1f} s of audio (log-mel, wav2vec2)", timings,
+                        "features"):
+            mel, w2v = clip_features(samples, cfg, encoder, self.device)
         T = round(duration_s * fps)
         starts = window_starts_for(T, frames, stride_frames)
-
-        t = time.perf_counter()
-        probs = None
-        if emotion == "auto":
-            probs = self._emotion_probabilities(mel, w2v, starts, batch_size)
-            emotion_id = int(np.argmax(probs))
-        else:
-            emotion_id = EMOTIONS.index(emotion)
-        timings["emotion"] = time.perf_counter() - t
-
-        t = time.perf_counter()
-        crop = self._landmarks(mel, w2v, starts, identity.landmarks_crop, emotion_id, T, batch_size)
-        timings["model"] = time.perf_counter() - t
+        with self._step("emotion", timings, "emotion"):
+            emotion_id, source, probs, why = self._choose_emotion(emotion, mel, w2v, starts,
+                                                                  batch_size)
+        with self._step(f"model on {len(starts)} windows", timings, "model"):
+            crop = self._landmarks(mel, w2v, starts, identity.landmarks_crop, emotion_id, T,
+                                   batch_size)
         from kfusion.pipeline.data.landmarks import to_video_px
         image_px = to_video_px(crop, np.repeat(identity.crop_box[None], T, 0), cfg.landmarks.crop_px)
-
         result = PredictResult(
             landmarks_crop=crop, landmarks_image=image_px, fps=fps, duration_s=duration_s,
-            emotion=EMOTIONS[emotion_id], emotion_source="auto" if probs is not None else "given",
-            emotion_probabilities=None if probs is None else
-            {e: float(p) for e, p in zip(EMOTIONS, probs)},
-            checkpoint=self.checkpoint, encoder=self.encoder_info, identity=identity,
-            n_windows=len(starts), stride_frames=stride_frames, warnings=notes,
-            timings_s=timings, model=model_switches(cfg.model))
+            emotion=EMOTIONS[emotion_id], emotion_source=source, emotion_probabilities=probs,
+            emotion_note=why, checkpoint=self.checkpoint, encoder=self.encoder_info,
+            identity=identity, n_windows=len(starts), stride_frames=stride_frames,
+            warnings=notes, timings_s=timings, model=model_switches(cfg.model))
         if paths:
+            self._say(f"write {T} frames of video" + (" (animated face)" if animate else ""))
             timings.update(write_outputs(result, paths, samples, sr, side_by_side=side_by_side,
-                                         ffmpeg=self.ffmpeg))
+                                         animate=animate, ffmpeg=self.ffmpeg))
             result.paths = paths
         return result
+
+    def _say(self, what: str) -> None:
+        if self.log is not None:
+            self.log(f"[predict] {what}")
+
+    @contextlib.contextmanager
+    def _step(self, what: str, timings: dict[str, float], key: str) -> Iterator[None]:
+        """Say what starts (a long input is minutes of silence otherwise) and time it."""
+        self._say(what)
+        t = time.perf_counter()
+        yield
+        timings[key] = time.perf_counter() - t
+
+    def _choose_emotion(self, emotion: str, mel, w2v, starts, batch_size,
+                        ) -> tuple[int, str, dict[str, float] | None, str]:
+        """(emotion id, "given" | "auto" | "neutral", the head's averaged probabilities or None,
+        why auto was not used or ""). `auto` takes the head's choice only when the checkpoint
+        records that the head beat chance on held-out windows (emotion.auto_verdict)."""
+        from kfusion.pipeline.training.emotion import auto_verdict
+        if emotion != "auto":
+            return EMOTIONS.index(emotion), "given", None, ""
+        probs = None   # with auto, the head's view goes in the JSON whether it is used or not
+        if self.classifier is not None:
+            p = self._emotion_probabilities(mel, w2v, starts, batch_size)
+            probs = {e: float(v) for e, v in zip(EMOTIONS, p)}
+        usable, why = auto_verdict(self.emotion_record)
+        if usable:
+            return EMOTIONS.index(max(probs, key=probs.get)), "auto", probs, ""
+        return EMOTIONS.index("neutral"), "neutral", probs, why
 
     @torch.no_grad()
     def _emotion_probabilities(self, mel, w2v, starts, batch_size) -> np.ndarray:
@@ -370,7 +401,9 @@ class Predictor:
         frames = self.cfg.windows.frames
         stitch = Stitcher(T, frames, (N_POINTS, 2))
         ident = torch.from_numpy(np.asarray(identity, np.float32))
-        for chunk, m, w in window_batches(mel, w2v, starts, self.cfg, batch_size):
+        batches = progress(window_batches(mel, w2v, starts, self.cfg, batch_size), desc="model",
+                           total=-(-len(starts) // batch_size), unit="batch")
+        for chunk, m, w in batches:
             B = len(chunk)
             batch = {"mel": m.to(self.device), "w2v": w.to(self.device),
                      "identity": ident[None].expand(B, -1, -1).to(self.device),
@@ -390,13 +423,15 @@ def predict(audio: str | Path, image: str | Path, *, out: str | Path | None = No
             emotion: str = "auto", checkpoint: str | Path | None = None,
             side_by_side: bool = False, strict: bool = False, stride_frames: int = 10,
             device: str = "auto", batch_size: int = 64, params: Config | None = None,
-            ffmpeg: str = "") -> PredictResult:
+            ffmpeg: str = "", animate: bool = False) -> PredictResult:
     """Landmarks (and, with `out`, an mp4 + .npy/.csv files) for `audio` spoken by the face in
     `image`. checkpoint None = models/best.pt. With `params`, a checkpoint whose model config
-    differs from it is refused. Raises PredictError with a message a user can act on."""
+    differs from it is refused. `animate`: the mp4 also shows the photo warped to the predicted
+    landmarks. Raises PredictError with a message a user can act on."""
     p = Predictor(checkpoint, device=device, params=params, ffmpeg=ffmpeg)
     return p.predict(audio, image, out=out, emotion=emotion, side_by_side=side_by_side,
-                     strict=strict, stride_frames=stride_frames, batch_size=batch_size)
+                     strict=strict, stride_frames=stride_frames, batch_size=batch_size,
+                     animate=animate)
 
 
 # ----------------------------------------------------------------------------- outputs
@@ -454,18 +489,28 @@ def write_csv(path: Path, points: np.ndarray, frames_per_block: int = 1800) -> N
             fh.write(landmarks_csv(points[s:s + frames_per_block], s))
 
 
-def render_frames(result: PredictResult, side_by_side: bool) -> Iterator[np.ndarray]:
+def render_frames(result: PredictResult, side_by_side: bool,
+                  animate: bool = False) -> Iterator[np.ndarray]:
+    """Per frame, side by side: the landmarks on the identity crop; with `side_by_side`, the
+    landmarks alone on a neutral canvas; with `animate`, the identity photo warped to the
+    landmarks (kfusion.pipeline.media.warp.TalkingHead), a talking head."""
     from kfusion.pipeline.media.draw import draw_landmarks, neutral_canvas
+    from kfusion.pipeline.media.warp import TalkingHead
     crop = result.identity.crop_rgb
     canvas = neutral_canvas(crop.shape[0])
+    head = TalkingHead(crop, result.identity.landmarks_crop) if animate else None
     for pts in result.landmarks_crop:
-        left = draw_landmarks(crop, pts)
-        yield np.concatenate([left, draw_landmarks(canvas, pts, (40, 40, 40))], 1) \
-            if side_by_side else left
+        panels = [draw_landmarks(crop, pts)]
+        if side_by_side:
+            panels.append(draw_landmarks(canvas, pts, (40, 40, 40)))
+        if head is not None:
+            panels.append(head.frame(pts))
+        yield np.concatenate(panels, 1) if len(panels) > 1 else panels[0]
 
 
 def write_outputs(result: PredictResult, paths: dict[str, Path], samples: np.ndarray,
-                  sample_rate_hz: int, *, side_by_side: bool, ffmpeg: str = "") -> dict[str, float]:
+                  sample_rate_hz: int, *, side_by_side: bool, animate: bool = False,
+                  ffmpeg: str = "") -> dict[str, float]:
     """Write every output (atomically); returns seconds spent on landmark files and on the mp4."""
     from kfusion.pipeline.io import atomic_path, write_json
     from kfusion.pipeline.media.mp4 import write_mp4
@@ -477,8 +522,10 @@ def write_outputs(result: PredictResult, paths: dict[str, Path], samples: np.nda
             write_csv(paths[f"{key}_csv"], pts)
         t1 = time.perf_counter()
         px = result.identity.crop_rgb.shape[0]
-        write_mp4(paths["video"], render_frames(result, side_by_side), fps=result.fps,
-                  size_wh=(2 * px if side_by_side else px, px), audio=samples,
+        frames = progress(render_frames(result, side_by_side, animate), desc="render",
+                          total=len(result.landmarks_crop), unit="frame")
+        write_mp4(paths["video"], frames, fps=result.fps,
+                  size_wh=((1 + side_by_side + animate) * px, px), audio=samples,
                   sample_rate_hz=sample_rate_hz, ffmpeg=ffmpeg)
         t2 = time.perf_counter()
         write_json(paths["json"], summary(result, paths))
@@ -496,6 +543,7 @@ def summary(result: PredictResult, paths: dict[str, Path] | None = None) -> dict
     return {"frames": len(result.landmarks_crop), "fps": result.fps,
             "duration_s": round(result.duration_s, 4), "emotion": result.emotion,
             "emotion_source": result.emotion_source,
+            "emotion_note": result.emotion_note,
             "emotion_probabilities": result.emotion_probabilities,
             "checkpoint": str(result.checkpoint), "encoder": result.encoder,
             "model": result.model,   # fusion and the ablation switches it was trained with

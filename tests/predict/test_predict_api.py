@@ -68,7 +68,8 @@ def test_stitched_windows_use_the_windows_stage_spans(predictor: Predictor, face
     T = len(r.landmarks_crop)
     assert T == round(len(decode_audio(AUDIO)) / 16000 * 30)
     assert abs(sum(r.emotion_probabilities.values()) - 1) < 1e-5
-    assert r.emotion == max(r.emotion_probabilities, key=r.emotion_probabilities.get)
+    # the tiny head did not beat chance on its held-out windows: auto falls back to neutral
+    assert (r.emotion, r.emotion_source) == ("neutral", "neutral") and "held-out" in r.emotion_note
     # window at frame 20 covers mel frames 67..166 and wav2vec2 frames 33..81 (t0 = 0.667 s)
     assert window_timing(predictor.cfg).audio_starts(20) == (67, 33)
     # stride 30 (no overlap) vs 10: both are blends of the same model; where only one window
