@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 from kfusion.config import Config, SplitConfig
 from kfusion.shapes import EMOTIONS
 from kfusion.pipeline.data.executor import map_shards
-from kfusion.pipeline.io import StageRun, atomic_path
+from kfusion.pipeline.io import StageError, StageRun, atomic_path
 from kfusion.pipeline.media.container import MediaError, probe
 
 MANIFEST_SCHEMA = pa.schema([
@@ -50,8 +50,21 @@ CREMAD_SENTENCES = {
     "DFA": "Don't forget a jacket", "ITS": "I think I've seen this before",
     "TSI": "The surface is slick", "WSI": "We'll stop in a couple of minutes",
 }
-VIDEO_EXT = (".mp4",)
-AUDIO_EXT = (".m4a", ".aac", ".wav")
+# Containers the index pairs in the MEAD layout: MEAD ships .mp4, home-made corpora in the same
+# layout bring what their cameras and tools write; ffmpeg decodes them all. Any other file in a
+# clip's folder is an `unsupported_file` reject (not silently skipped, leaving its partner
+# `unpaired`); hidden files (.DS_Store, ._*) are ignored.
+VIDEO_EXT = (".mp4", ".mov", ".m4v", ".mkv", ".avi", ".mpg", ".mpeg", ".webm", ".flv")
+AUDIO_EXT = (".m4a", ".aac", ".wav", ".mp3", ".flac", ".ogg", ".opus")
+# What each corpus' scan looks for under its root (the message when it finds nothing).
+LAYOUTS = {
+    "mead": "<SPK>/video/front/<emotion>/level_<n>/<id>.mp4 with <SPK>/audio/<emotion>/level_<n>/"
+            "<id>.m4a (or the per-speaker video.tar and audio.tar as downloaded)",
+    "demo": "<SPK>/video/front/<emotion>/level_<n>/<id>.mp4 with <SPK>/audio/<emotion>/level_<n>/"
+            "<id>.m4a (the demo stage writes it)",
+    "cremad": "AudioWAV/<actor>_<sentence>_<EMO>_<LVL>.wav with VideoFlash/<same name>.flv",
+    "grid": "s<N>/<id>.mpg (video and audio in one file), optionally alignments/s<N>/<id>.align",
+}
 
 
 @dataclass
@@ -92,7 +105,7 @@ def _abspath(p: Path) -> str:
     """Absolute path with links resolved; a looping or broken link stays as named, so the
     probe rejects it (missing_file) instead of the scan crashing on it."""
     try:
-        return _abspath(p)
+        return str(p.resolve())
     except (OSError, RuntimeError):   # RuntimeError: "Symlink loop from ..." (Python < 3.13)
         return str(p.absolute())
 
@@ -125,14 +138,20 @@ def _add(found: dict, corpus: str, speaker: str, key: tuple[str, str, str], kind
 def scan_mead_tree(spk_dir: Path, corpus: str, found: dict, kinds: Iterable[str]) -> None:
     """Extracted `<SPK>/video/front/...` and `<SPK>/audio/...` folders."""
     speaker = spk_dir.name
-    if "video" in kinds:
-        for p in sorted((spk_dir / "video" / "front").glob("*/*/*")):
-            if p.suffix.lower() in VIDEO_EXT:
-                _add(found, corpus, speaker, _mead_key(p.parts), "video", _abspath(p))
-    if "audio" in kinds:
-        for p in sorted((spk_dir / "audio").glob("*/*/*")):
-            if p.suffix.lower() in AUDIO_EXT:
-                _add(found, corpus, speaker, _mead_key(p.parts), "audio", _abspath(p))
+    for kind, folder, ext in (("video", spk_dir / "video" / "front", VIDEO_EXT),
+                              ("audio", spk_dir / "audio", AUDIO_EXT)):
+        if kind not in kinds:
+            continue
+        for p in sorted(folder.glob("*/*/*")):
+            if p.name.startswith("."):
+                continue
+            key = _mead_key(p.parts)
+            _add(found, corpus, speaker, key, kind, _abspath(p))
+            if p.suffix.lower() not in ext:
+                c = found[(speaker, key[0], key[1], key[2])]
+                c.problems.insert(0, ("unsupported_file", f"{p}: {p.suffix or 'no extension'} is "
+                                      f"not a {kind} container the index reads "
+                                      f"({', '.join(ext)}); convert it or remove it"))
 
 
 def _tar_members(tar_path: Path, kind: str) -> list[tarfile.TarInfo]:
@@ -294,7 +313,11 @@ def index_corpora(cfg: Config, cache_dir: Path, run: StageRun) -> list[dict]:
     clips' manifest rows, each with its split. Every other candidate is a reject on `run`."""
     candidates = []
     for corpus in cfg.index.corpora:
-        candidates += scan(corpus, Path(cfg.index.roots.get(corpus, "")), cache_dir)
+        root = Path(cfg.index.roots.get(corpus, ""))
+        found = scan(corpus, root, cache_dir)
+        if not found:
+            raise StageError(empty_root_message(corpus, root))
+        candidates += found
     candidates.sort(key=lambda c: c.clip_id)
     results = map_shards(functools.partial(check, ffmpeg=cfg.preprocess.ffmpeg), candidates,
                          workers=cfg.preprocess.workers, ordered=True, desc="index", unit="clip")
@@ -307,6 +330,17 @@ def index_corpora(cfg: Config, cache_dir: Path, run: StageRun) -> list[dict]:
         rows.append(row)
         run.processed += 1
     return rows
+
+
+def empty_root_message(corpus: str, root: Path, examples: int = 3) -> str:
+    """index.roots.<corpus> found no clip: the layout the scan expected, and what is there."""
+    files = sorted(str(p.relative_to(root)) for p in root.rglob("*")
+                   if p.is_file() and not p.name.startswith("."))
+    seen = (f"it holds {len(files)} file(s), e.g. {', '.join(files[:examples])}" if files
+            else "it holds no files")
+    return (f"index.roots.{corpus}: {root} holds no clips in the {corpus} layout, "
+            f"{LAYOUTS[corpus]}; {seen}. Point index.roots.{corpus} at the corpus root, or list "
+            f"the corpus whose layout this is in index.corpora")
 
 
 def index_metrics(cfg: Config, rows: list[dict]) -> dict:

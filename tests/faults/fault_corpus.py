@@ -117,6 +117,28 @@ def with_video(fn: Callable[[Path, Base], None]) -> Callable[[Path, Base, Case],
     return build
 
 
+def in_container(vext: str, *ffargs: str) -> Callable[[Path, Base, Case], None]:
+    """Good audio; the base video re-encoded (ffargs) or copied into a `vext` file."""
+    def build(root: Path, b: Base, c: Case) -> None:
+        v, a = mead_paths(root, c, vext=vext)
+        _link(b.audio, a)
+        if ffargs:
+            ff("-i", b.video, *ffargs, v)
+        else:
+            _link(b.video, v)
+    return build
+
+
+def _nan_wav(path: Path, b: Base) -> None:
+    """The speech as a 16 kHz float WAV with 25 NaN samples at 0.5 s and one +inf at 1.875 s."""
+    import soundfile as sf
+    from kfusion.pipeline.media.container import decode_audio
+    x = decode_audio(b.audio)
+    x[8000:8025] = np.nan
+    x[30000] = np.inf
+    sf.write(path, x, 16000, subtype="FLOAT")
+
+
 def with_audio(fn: Callable[[Path, Base], None], aext: str = ".m4a") -> Callable[[Path, Base, Case], None]:
     """Good video; the audio made by fn(path, base)."""
     def build(root: Path, b: Base, c: Case) -> None:
@@ -303,6 +325,14 @@ CASES: list[Case] = [
          build=_unpaired_video),
     Case("unpaired_audio", "an audio file with no video", "rejected", "index", "unpaired_audio",
          build=_unpaired_audio),
+    Case("mov_video", "H.264 video in a .mov container (MEAD layout)", "processed",
+         build=in_container(".mov", "-c", "copy")),
+    Case("mpg_video", "MPEG-1 video in an .mpg container (MEAD layout)", "processed",
+         build=in_container(".mpg", "-c:v", "mpeg1video", "-q:v", "4")),
+    Case("unsupported_video", "a video file with an extension the index does not read (.xyz)",
+         "rejected", "index", "unsupported_file", build=in_container(".xyz")),
+    Case("nan_audio", "float WAV audio with 25 NaN samples and one +inf", "rejected", "audio",
+         "non_finite", build=with_audio(_nan_wav, aext=".wav")),
 ]
 
 CREMAD_CASES: list[Case] = [

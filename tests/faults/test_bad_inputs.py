@@ -197,14 +197,14 @@ def _stage(name, params_path, cwd):
 
 
 def test_above_max_reject_fraction_fails_with_one_line_and_outputs_written(run, tmp_path):
-    d = params(run["tmp"], w2v="", index=0.2)   # the corpus is half bad: 16 of 32 rejected
+    d = params(run["tmp"], w2v="", index=0.2)   # the corpus is half bad: 17 of 36 rejected
     d["index"]["out"] = str(tmp_path / "index")
     (tmp_path / "p.yaml").write_text(yaml.safe_dump(d))
     r = _stage("index", tmp_path / "p.yaml", tmp_path)
     assert r.returncode == 2
     lines = r.stderr.strip().splitlines()
-    assert lines[-2].startswith("[index] processed 16, rejected 16 (")   # the summary line
-    assert lines[-1].startswith("error: index: 16 of 32 clips rejected (50%), above "
+    assert lines[-2].startswith("[index] processed 19, rejected 17 (")   # the summary line
+    assert lines[-1].startswith("error: index: 17 of 36 clips rejected (47%), above "
                                 "index.max_reject_fraction=0.2; see ")
     assert "Traceback" not in r.stderr
     assert (tmp_path / "index/manifest.parquet").exists() and (tmp_path / "index/rejects.parquet").exists()
@@ -224,3 +224,28 @@ def test_bad_params_fail_before_any_work_with_one_line(tmp_path, section, key, v
     assert r.returncode == 2 and message in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
     assert not (tmp_path / "never").exists()
+
+
+@pytest.mark.parametrize("corpus, files", [("mead", ["bbaf2n.mpg", "lbax4n.mpg"]),
+                                           ("grid", ["take1.flv"]), ("cremad", [])])
+def test_an_index_that_finds_no_clip_fails_naming_the_layout(tmp_path, corpus, files):
+    """A corpus in the wrong layout (a flat folder of videos) used to index 0 clips and every
+    stage exited 0 with nothing in it."""
+    root = tmp_path / "flat"
+    root.mkdir()
+    for name in files:
+        (root / name).write_bytes(b"\0" * 16)
+    d = default_dict()
+    d["index"].update(corpora=[corpus], out=str(tmp_path / "index"),
+                      roots={**d["index"]["roots"], corpus: str(root)})
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump(d))
+    r = _stage("index", tmp_path / "p.yaml", tmp_path)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    (line,) = r.stderr.strip().splitlines()
+    assert line.startswith(f"error: index: index.roots.{corpus}: {root} holds no clips in the "
+                           f"{corpus} layout, ")
+    expected = {"mead": "<SPK>/video/front/<emotion>/level_<n>/<id>.mp4",
+                "grid": "s<N>/<id>.mpg", "cremad": "AudioWAV/<actor>_<sentence>_<EMO>_<LVL>.wav"}
+    assert expected[corpus] in line
+    assert (f"it holds {len(files)} file(s), e.g. {', '.join(files)}" if files
+            else "it holds no files") in line
