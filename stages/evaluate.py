@@ -1,7 +1,10 @@
-"""evaluate stage: the paper's four metrics on data/windows/test, beside the baselines.
+"""evaluate stage: the paper's four metrics on one test set, beside baselines and controls.
 
-Writes metrics/evaluate.json (cache: false), plots/evaluate/per_emotion.json (DVC bar plot)
-and plots/evaluate/qualitative.png (reference vs predicted landmarks, like the paper's Fig. 4).
+The model's own test split (data/windows/test), or with `--set NAME` the extra test corpus
+evaluate.sets.NAME (data/sets/NAME/windows/test). Writes <evaluate.out>/<set>/<system>.json
+(the DVC metrics: model, audio_swap, identity, mean_motion), the report with every breakdown
+(<reports>/evaluate.json; a set's: reports/sets/NAME/evaluate.json) and the plots
+(<evaluate.plots>/<set>/per_emotion.json, qualitative.png). See docs/training.md.
 """
 from __future__ import annotations
 
@@ -9,26 +12,20 @@ import argparse
 import sys
 from pathlib import Path
 
-from kfusion.config import Config, dump
+from kfusion.config import TEST_SPLIT, Config, dump
 from kfusion.stages._common import run_stage
 
 
 def _run(cfg: Config, args: argparse.Namespace) -> None:
-    """Evaluate the trained checkpoint (see docs/training.md)."""
-    from kfusion.pipeline.training.evaluation import evaluate
+    """Evaluate the trained checkpoint on a test set (see docs/training.md)."""
+    from kfusion.pipeline.training.evaluation import EvalOutputs, evaluate, summary_line
+    name = args.set or TEST_SPLIT
     ckpt = Path(args.checkpoint or Path(cfg.train.out) / f"{cfg.evaluate.checkpoint}.pt")
-    out = Path(cfg.evaluate.out) / "evaluate.json"
-    r = evaluate(cfg, Path(cfg.windows.out), ckpt, out_json=out, plots_dir=Path(cfg.evaluate.plots))
-    dump(cfg, Path(cfg.evaluate.plots) / "config.yaml")
-    if "overall" in r:
-        m, i, mm = (r["overall"][s] for s in ("model", "identity", "mean_motion"))
-        print(f"[evaluate] {m['windows']} test windows; M-LD model {m['M-LD']:.3f} / identity "
-              f"{i['M-LD']:.3f} / mean-motion {mm['M-LD']:.3f} px; M-LVD model {m['M-LVD']:.3f} "
-              f"/ identity {i['M-LVD']:.3f} / mean-motion {mm['M-LVD']:.3f} px "
-              f"(encoder {r['encoder']}, fallback {r['encoder_fallback']}) -> {out}",
-              file=sys.stderr, flush=True)
-    else:
-        print(f"[evaluate] reference-definition metrics -> {out}", file=sys.stderr, flush=True)
+    outputs = EvalOutputs.for_set(cfg, name)
+    report = evaluate(cfg, Path(cfg.windows.out), ckpt, outputs=outputs, set_name=name)
+    dump(cfg, outputs.plots_dir / "config.yaml")
+    print(f"[evaluate] {name}: {summary_line(report)} -> {outputs.metrics_dir}",
+          file=sys.stderr, flush=True)
 
 
 def _args(p: argparse.ArgumentParser) -> None:

@@ -52,7 +52,8 @@ from kfusion.model.kan import KAN
 from kfusion.pipeline.io import StageError, progress, write_json
 from kfusion.pipeline.training.checkpoint import (CHECKPOINT_VERSION, add_emotion_head,
                                                   load_checkpoint, save_checkpoint)
-from kfusion.pipeline.training.dataset import WindowDataset, data_fingerprint, encoder_info, model_inputs
+from kfusion.pipeline.training.dataset import (WindowDataset, data_fingerprint, encoder_info,
+                                               mean_offset, model_inputs)
 from kfusion.pipeline.training.emotion import fit_emotion_head
 from kfusion.pipeline.training.metrics import MetricTable
 
@@ -354,9 +355,12 @@ def _set_up(cfg: Config, windows_dir: Path, build_model: Callable[[Config], nn.M
                                               batch_size=cfg.train.batch_size)
     val_loader = make_loader(val_ds, cfg, Dist(), shuffle=False,
                              batch_size=cfg.train.batch_size)[0] if val_ds and len(val_ds) else None
+    # the mean-motion baseline's trajectory travels with the weights: evaluating this
+    # checkpoint on any corpus never needs its training windows
     provenance = {"config": to_dict(cfg), "encoder": encoder_info(train_ds.meta),
                   "data": fingerprint, "world_size": d.world, "device": d.device.type,
-                  "amp": amp, "version": CHECKPOINT_VERSION}
+                  "amp": amp, "version": CHECKPOINT_VERSION,
+                  "mean_motion": torch.from_numpy(mean_offset(train_ds)).float()}   # (T, 68, 2)
     return _Run(cfg=cfg, d=d, loss_fn=loss_fn, amp=amp, train_ds=train_ds, val_ds=val_ds,
                 model=model, opt=opt, sched=sched,
                 scaler=torch.amp.GradScaler(d.device.type, enabled=amp),
