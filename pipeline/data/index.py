@@ -4,8 +4,13 @@ Layouts (see docs/data.md):
 - MEAD / demo: `<SPK>/video/front/<emotion>/level_<n>/<id>.mp4` + `<SPK>/audio/<emotion>/level_<n>/<id>.m4a`,
   extracted, or MEAD's per-speaker `<SPK>/video.tar` / `<SPK>/audio.tar` (members extracted on
   demand, front camera only, into a cache folder).
-- CREMA-D: `AudioWAV/<actor>_<sentence>_<EMO>_<LVL>.wav` + `VideoFlash/<same>.flv`.
+- CREMA-D: `VideoFlash/<actor>_<sentence>_<EMO>_<LVL>.flv` with `AudioWAV/<same>.wav`, or the
+  .flv's own audio track where there is no .wav (a copy of VideoFlash/ alone works).
 - GRID: `s<N>/<id>.mpg` (audio in the same container), optional `alignments/s<N>/<id>.align`.
+- folder (a user's own recordings): `<root>/<speaker>/<clip>.<video ext>`, with an optional
+  audio file of the same stem beside it (any container ffmpeg reads; else the video's own
+  audio track). Emotion neutral (level 1) unless `<root>/labels.csv` (columns `clip`, as
+  `<speaker>/<clip>`, and `emotion`, optional `level`) says otherwise.
 
 A clip is a (corpus, speaker, emotion, level, id) key with one video and one audio file.
 Anything that cannot become one (no partner, unknown emotion, unreadable file) is a reject.
@@ -52,6 +57,10 @@ CREMAD_SENTENCES = {
 }
 VIDEO_EXT = (".mp4",)
 AUDIO_EXT = (".m4a", ".aac", ".wav")
+# the folder layout: whatever containers ffmpeg reads that people record or download in
+FOLDER_VIDEO_EXT = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".mpg", ".mpeg", ".flv", ".m4v")
+FOLDER_AUDIO_EXT = (".wav", ".m4a", ".aac", ".mp3", ".flac", ".ogg", ".opus")
+FOLDER_LABELS = "labels.csv"
 
 
 @dataclass
@@ -92,7 +101,7 @@ def _abspath(p: Path) -> str:
     """Absolute path with links resolved; a looping or broken link stays as named, so the
     probe rejects it (missing_file) instead of the scan crashing on it."""
     try:
-        return _abspath(p)
+        return str(p.resolve())
     except (OSError, RuntimeError):   # RuntimeError: "Symlink loop from ..." (Python < 3.13)
         return str(p.absolute())
 
@@ -207,6 +216,9 @@ def scan_cremad(root: Path) -> list[Candidate]:
                     c.problems.append(("unknown_level", f"{p.name}: level {lvl!r} is not one of "
                                                         f"{sorted(CREMAD_LEVELS)}"))
             setattr(c, f"{kind}_path", _abspath(p))
+    for c in found.values():   # no .wav: the .flv carries the clip's own audio track
+        if c.video_path and not c.audio_path:
+            c.audio_path = c.video_path
     return list(found.values())
 
 
@@ -227,6 +239,39 @@ def scan_grid(root: Path) -> list[Candidate]:
     return out
 
 
+def read_folder_labels(root: Path) -> dict[str, tuple[str, int]]:
+    """`<speaker>/<clip>` -> (emotion, level) from <root>/labels.csv (absent: {})."""
+    import csv
+    path = root / FOLDER_LABELS
+    if not path.is_file():
+        return {}
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    if rows and not {"clip", "emotion"} <= set(rows[0]):
+        raise FileNotFoundError(f"{path}: expected the columns clip (<speaker>/<clip>) and "
+                                f"emotion (optional: level); got {', '.join(rows[0])}")
+    return {r["clip"].strip(): (r["emotion"].strip(), int(r.get("level") or 1)) for r in rows}
+
+
+def scan_folder(root: Path) -> list[Candidate]:
+    """`<root>/<speaker>/<clip>.<video>` + optional `<clip>.<audio>`; labels from labels.csv."""
+    labels = read_folder_labels(root)
+    out = []
+    for spk_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+        files = sorted(p for p in spk_dir.iterdir() if p.is_file())
+        audio = {p.stem: p for p in files if p.suffix.lower() in FOLDER_AUDIO_EXT}
+        for p in (p for p in files if p.suffix.lower() in FOLDER_VIDEO_EXT):
+            emotion, level = labels.get(f"{spk_dir.name}/{p.stem}", ("neutral", 1))
+            video = _abspath(p)
+            c = Candidate("folder", spk_dir.name, emotion, level, p.stem, video,
+                          _abspath(audio[p.stem]) if p.stem in audio else video)
+            if emotion not in EMOTIONS:
+                c.problems.append(("unknown_emotion", f"{root / FOLDER_LABELS}: emotion {emotion!r} "
+                                                      f"of {spk_dir.name}/{p.stem} is not one of {list(EMOTIONS)}"))
+            out.append(c)
+    return out
+
+
 def scan(corpus: str, root: Path, cache_dir: Path) -> list[Candidate]:
     if not root.is_dir():
         raise FileNotFoundError(f"index.roots.{corpus}: {root} is not a folder (set it in "
@@ -237,6 +282,8 @@ def scan(corpus: str, root: Path, cache_dir: Path) -> list[Candidate]:
         return scan_cremad(root)
     if corpus == "grid":
         return scan_grid(root)
+    if corpus == "folder":
+        return scan_folder(root)
     raise ValueError(f"unknown corpus {corpus!r}")
 
 
