@@ -97,7 +97,7 @@ class Reject:
 # timings, throughput, resumed work. These go to an untracked log (printed and written beside
 # the report as <stage>.log.json, git-ignored), never into a DVC-tracked file.
 RUN_LOG_KEYS = frozenset({"seconds", "frames_per_s", "real_time_factor", "shards_resumed",
-                          "shards_reused", "threads_per_worker"})
+                          "shards_reused", "threads_per_worker", "resumed_from_epoch"})
 
 
 def split_run_log(counts: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -357,7 +357,7 @@ def index_corpora(cfg: Config, cache_dir: Path, run: StageRun) -> list[dict]:
 
 
 def index_metrics(cfg: Config, rows: list[dict]) -> dict:
-    """What metrics/index.json adds to the counts: clips per split and corpus, speakers, hours."""
+    """What reports/index.json adds to the counts: clips per split and corpus, speakers, hours."""
     return {
         "corpora": list(cfg.index.corpora), "split_by": cfg.split.by,
         "split_leaky": cfg.split.by == "window",

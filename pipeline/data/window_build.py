@@ -309,7 +309,7 @@ def write_tables(out: Path, wp: WindowPlan, cfg: Config, timing: WindowTiming, e
 
 def window_metrics(cfg: Config, wp: WindowPlan, src: WindowSources, plans: list[dict],
                    n_gt: int) -> dict[str, Any]:
-    """What metrics/windows.json adds to the counts."""
+    """What reports/windows.json adds to the counts."""
     missing = set(src.manifest) - {p["clip_id"] for p in plans}
     return {"windows_per_split": wp.counts, "split_by": cfg.split.by,
             "split_leaky": cfg.split.by == "window", "identity": cfg.windows.identity,

@@ -49,7 +49,7 @@ from torch.utils.data import DataLoader, DistributedSampler, default_collate
 from kfusion.config import Config, to_dict
 from kfusion.device import resolve_device
 from kfusion.model.kan import KAN
-from kfusion.pipeline.io import StageError, progress, write_json
+from kfusion.pipeline.io import StageError, progress, split_run_log, write_json
 from kfusion.pipeline.training.checkpoint import (CHECKPOINT_VERSION, add_emotion_head,
                                                   load_checkpoint, save_checkpoint)
 from kfusion.pipeline.training.dataset import (WindowDataset, data_fingerprint, encoder_info,
@@ -488,12 +488,16 @@ def _train_emotion_head(cfg: Config, train_ds: WindowDataset, val_ds: WindowData
     return report
 
 
-def write_summary(result: TrainResult, path: str | Path) -> dict[str, Any]:
+def write_summary(result: TrainResult, path: str | Path, log_path: str | Path) -> dict[str, Any]:
+    """The run's results in `path` (beside the checkpoints: DVC-tracked), its timing and
+    resumption in the untracked `log_path`; returns both together."""
     last = result.history[-1] if result.history else {}
     best = min(result.history, key=lambda r: r.get("val/loss", r["train/loss"])) if result.history else {}
     summary = {"epochs": len(result.history), "resumed_from_epoch": result.resumed_from,
                "seconds": round(result.seconds, 2), "final": last,
                "best_epoch": best.get("epoch"), "best": best,
                "emotion_classifier": result.emotion_classifier}
-    write_json(path, summary)
+    results, log = split_run_log(summary)
+    write_json(path, results)
+    write_json(log_path, log)
     return summary
