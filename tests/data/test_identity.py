@@ -18,16 +18,17 @@ def _plan(cid: str, starts: list[int], value: float, outside: tuple[float, list[
 
 
 def test_other_clip_prefers_a_neutral_clip_then_any_other_then_a_free_frame():
-    manifest = {"a_happy": manifest_row("a_happy", speaker="A", emotion="happy", emotion_id=5, level=3),
-                "a_neu2": manifest_row("a_neu2", speaker="A", level=2),
-                "a_neu1": manifest_row("a_neu1", speaker="A", level=1),
+    manifest = {"a_happy": manifest_row("a_happy", speaker="A", emotion="happy", emotion_id=5, level=1),
+                "a_neu2": manifest_row("a_neu2", speaker="A", level=3),
+                "a_neu1": manifest_row("a_neu1", speaker="A", level=2),
                 "b_sad": manifest_row("b_sad", speaker="B", emotion="sad", emotion_id=6),
                 "b_fear": manifest_row("b_fear", speaker="B", emotion="fear", emotion_id=4),
                 "c_only": manifest_row("c_only", speaker="C", split="test")}
     plans = [_plan("a_happy", [0], 1.0, (0, [])), _plan("a_neu2", [0], 2.0, (0, [])),
              _plan("a_neu1", [0, 5], 3.0, (0, [])), _plan("b_sad", [0], 4.0, (0, [])),
              _plan("b_fear", [0], 5.0, (0, [])), _plan("c_only", [0, 5, 10], 6.0, (60.0, [5, 10]))]
-    # A: the level-1 neutral clip for the others; itself gets the other neutral one.
+    # A: its lowest-level neutral clip for the others (not the level-1 happy one); that clip
+    # itself gets the other neutral one.
     # B: no neutral clip: the first other clip by id. C: nobody else.
     assert identity_donors(plans, manifest) == {"a_happy": "a_neu1", "a_neu2": "a_neu1",
                                                 "a_neu1": "a_neu2", "b_sad": "b_fear",

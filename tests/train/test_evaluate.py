@@ -58,8 +58,13 @@ def _write_identity_shard(windows: Path, out: Path):
 
 
 @pytest.fixture
-def trained(tiny_cfg, windows: Path, tmp_path):
-    cfg = tiny_cfg(epochs=2)
+def trained(windows: Path, tmp_path):
+    from train_helpers import tiny_params
+    p = tiny_params(tmp_path, epochs=2)
+    # the head's usual initialisation: a 2-epoch model whose output depends on its audio, so
+    # that the audio-swap control differs from the model by more than rounding
+    p["model"]["head_init_scale"] = 1.0
+    cfg = from_dict(p)
     train(cfg, windows, tmp_path / "models")
     return cfg
 
@@ -111,6 +116,7 @@ def test_every_system_against_an_independent_computation(trained, windows: Path,
                            mel=np.load(test / "mel.npy")[j], w2v=np.load(test / "w2v.npy")[j])
     for k, v in _four(swapped, ref).items():
         assert s["audio_swap"][k] == pytest.approx(v, rel=1e-5), k
+    assert abs(s["audio_swap"]["M-LD"] - s["model"]["M-LD"]) > 1e-4   # > the tolerance above
 
 
 def test_compact_metrics_report_and_plots(trained, windows: Path, tmp_path):
@@ -137,6 +143,16 @@ def test_compact_metrics_report_and_plots(trained, windows: Path, tmp_path):
     pc = r["per_clip"]
     assert len(pc["clip_ids"]) == 16 and len(pc["model"]["M-LD"]) == 16
     assert np.mean(pc["identity"]["M-LD"]) == pytest.approx(r["systems"]["identity"]["M-LD"])
+    # the emotion head's accuracy: the checkpoint's head on the test windows, counted here
+    from kfusion.pipeline.training.checkpoint import emotion_head
+    clf = emotion_head(torch.load(tmp_path / "models" / "best.pt", weights_only=False))
+    test = windows / "test"
+    with torch.no_grad():
+        guess = clf.predict(torch.from_numpy(np.load(test / "mel.npy")),
+                            torch.from_numpy(np.load(test / "w2v.npy")).float()).numpy()
+    acc = float((guess == np.load(test / "emotion.npy")).mean())
+    assert r["emotion_classifier"]["test_accuracy"] == pytest.approx(acc)
+    assert r["corpora"]["demo"]["emotion_classifier_accuracy"] == pytest.approx(acc)
     rows = json.loads((out.plots_dir / "per_emotion.json").read_text())
     assert {"emotion", "M-LD", "M-LVD", "F-LD", "F-LVD", "mouth_r"} <= set(rows[0])
     png = (out.plots_dir / "qualitative.png").read_bytes()
