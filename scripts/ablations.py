@@ -52,6 +52,8 @@ ROWS: list[tuple[str, str, list[str]]] = [
     ("Proposed (ours)", "proposed", []),
 ]
 BASE_ROW = "proposed"
+# the baselines, from Proposed's runs, as rows of their own (their numbers in "model")
+BASELINE_ROWS = (("baseline: identity held still", "identity"), ("baseline: mean motion", "mean_motion"))
 OUT = Path("metrics/ablations")
 PARAMS = Path("params.yaml")
 REPORTS = Path("reports")
@@ -124,7 +126,7 @@ def row_summary(reports: list[dict], base: list[dict] | None) -> dict:
         for m in TABLE_NAMES:
             mean, sd, n = mean_sd([r["systems"].get(s, {}).get(m) for r in reports])
             if n:
-                cells[m] = {"mean": mean, "sd": sd, "n": n}
+                cells[m] = {"mean": mean, "sd": sd if n > 1 else None, "n": n}
         if cells:
             out[s] = cells
     if base:
@@ -143,13 +145,17 @@ def summarise(corpus: str) -> dict:
                              "per metric, paired bootstrap 95% interval over test clips "
                              "(significant: the interval excludes 0); mouth_r and audio_swap "
                              "are controls of this project, not in the paper"}
-    for label, slug, _ in ROWS:
-        for test_set in sets:
+    for test_set in sets:
+        for label, slug, _ in ROWS:
             reports = _reports(root / slug, test_set)
             if reports:
                 base = _reports(root / BASE_ROW, test_set) if slug != BASE_ROW else None
                 block = row_summary(reports, base)
                 summary["rows"].setdefault(slug, {"label": label})[test_set] = block
+        proposed = summary["rows"].get(BASE_ROW, {}).get(test_set, {})
+        for label, system in BASELINE_ROWS:
+            if system in proposed:
+                summary["rows"].setdefault(system, {"label": label})[test_set] = {"model": proposed[system]}
     return summary
 
 
@@ -157,7 +163,7 @@ def _cell(block: dict, system: str, metric: str) -> str:
     c = block.get(system, {}).get(metric)
     if not c:
         return "n/a"
-    return f"{c['mean']:.3f}" + (f" ± {c['sd']:.3f}" if c["n"] > 1 else "")
+    return f"{c['mean']:.3f}" + (f" ± {c['sd']:.3f}" if c["sd"] is not None else "")
 
 
 def markdown(summary: dict, test_set: str = "test") -> str:
@@ -173,12 +179,8 @@ def markdown(summary: dict, test_set: str = "test") -> str:
         ci = (f"{d['mean']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]" + (" *" if d["significant"] else "")
               if d else "")
         lines.append(f"| {row['label']} | " + " | ".join(_cell(b, "model", m) for m in TABLE_NAMES)
-                     + f" | {_cell(b, 'audio_swap', 'M-LD')} | {ci} |")
+                     + f" | {_cell(b, 'audio_swap', 'M-LD') if 'audio_swap' in b else ''} | {ci} |")
     base = summary["rows"].get(BASE_ROW, {}).get(test_set)
-    for system, label in (("identity", "baseline: identity held still"),
-                          ("mean_motion", "baseline: mean motion")):
-        if base and system in base:
-            lines.append(f"| {label} | " + " | ".join(_cell(base, system, m) for m in TABLE_NAMES) + " | | |")
     if base:
         lines += ["", "Switches that differ from the paper in Proposed (ours): "
                   + (", ".join(f"`{k}={v}`" for k, v in base["differs_from_paper"].items()) or "none")]

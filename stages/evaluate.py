@@ -1,8 +1,8 @@
 """evaluate stage: the paper's four metrics on one test set, beside baselines and controls.
 
 The model's own test split (data/windows/test), or with `--set NAME` the extra test corpus
-evaluate.sets.NAME (data/sets/NAME/windows/test). Writes <evaluate.out>/<set>/<system>.json
-(the DVC metrics: model, audio_swap, identity, mean_motion), the report with every breakdown
+evaluate.sets.NAME (data/sets/NAME/windows/test). Writes <evaluate.out>/<set>.json (the DVC
+metrics: the model's numbers, every system's in a list), the report with every breakdown
 (<reports>/evaluate.json; a set's: reports/sets/NAME/evaluate.json) and the plots
 (<evaluate.plots>/<set>/per_emotion.json, qualitative.png). See docs/training.md.
 """
@@ -24,7 +24,7 @@ def _run(cfg: Config, args: argparse.Namespace) -> None:
     outputs = EvalOutputs.for_set(cfg, name)
     report = evaluate(cfg, Path(cfg.windows.out), ckpt, outputs=outputs, set_name=name)
     dump(cfg, outputs.plots_dir / "config.yaml")
-    print(f"[evaluate] {name}: {summary_line(report)} -> {outputs.metrics_dir}",
+    print(f"[evaluate] {name}: {summary_line(report)} -> {outputs.metrics}",
           file=sys.stderr, flush=True)
 
 

@@ -55,22 +55,22 @@ NOT_IN_PAPER = ("mouth_r (the correlation of predicted and reference inner-lip o
 @dataclass(frozen=True)
 class EvalOutputs:
     """Where one test set's evaluation goes."""
-    metrics_dir: Path     # <system>.json: the compact, declared DVC metrics
+    metrics: Path         # the compact, declared DVC metrics (`compact_record`)
     report: Path          # every breakdown, per-clip values, provenance
     plots_dir: Path       # per_emotion.json, qualitative.png
 
     @classmethod
     def for_set(cls, cfg: Config, name: str) -> "EvalOutputs":
-        """The DAG's: <evaluate.out>/<set>/, <reports>/evaluate.json (a test set's config has
-        its own reports folder), <evaluate.plots>/<set>/."""
-        return cls(Path(cfg.evaluate.out) / name, Path(cfg.reports) / "evaluate.json",
+        """The DAG's: <evaluate.out>/<set>.json, <reports>/evaluate.json (a test set's config
+        has its own reports folder), <evaluate.plots>/<set>/."""
+        return cls(Path(cfg.evaluate.out) / f"{name}.json", Path(cfg.reports) / "evaluate.json",
                    Path(cfg.evaluate.plots) / name)
 
     @classmethod
     def under(cls, root: str | Path) -> "EvalOutputs":
         """Everything in one folder (`kfusion evaluate --out`)."""
         root = Path(root)
-        return cls(root / "metrics", root / "report.json", root / "plots")
+        return cls(root / "metrics.json", root / "report.json", root / "plots")
 
 
 def swap_partners(clip_ids: list[str], seed: int) -> np.ndarray | None:
@@ -169,19 +169,26 @@ def evaluate(cfg: Config, windows_dir: str | Path, checkpoint: str | Path, *,
     sc = _score(cfg, trained, test, device, offset, partners)
     report = _report(cfg, trained, test, sc, set_name)
     write_json(outputs.report, report)
-    for system, summary in report["systems"].items():
-        write_json(outputs.metrics_dir / f"{system}.json", compact_record(summary, report["provenance"]))
+    write_json(outputs.metrics, compact_record(report))
     write_json(outputs.plots_dir / "per_emotion.json", per_emotion_rows(sc.vs_ref["model"]))
     plot_qualitative(outputs.plots_dir / "qualitative.png", test, sc.qual,
                      Path(landmarks_dir or cfg.landmarks.out), cfg.evaluate.qualitative_frames)
     return report
 
 
-def compact_record(summary: dict[str, Any], provenance: dict[str, Any]) -> dict[str, Any]:
-    """One system's DVC metrics: the four metrics, mouth_r, windows, and the provenance as a
-    list of `key: value` lines (DVC's tables skip lists, so they stay narrow)."""
-    rec = {k: summary[k] for k in (*TABLE_NAMES, "windows") if summary.get(k) is not None}
-    rec["provenance"] = [f"{k}: {v}" for k, v in provenance.items()]
+def compact_record(report: dict[str, Any]) -> dict[str, Any]:
+    """A test set's DVC metrics, narrow enough for `dvc metrics show` and `dvc exp show`: the
+    model's four metrics, mouth_r, the audio-swap control's M-LD (`swap_M-LD`) and the window
+    count as numbers; every system's numbers and the provenance (`key: value` lines) as lists,
+    which DVC's tables skip, so the record is complete and the tables stay narrow."""
+    systems, rec = report["systems"], {}
+    rec.update({k: v for k, v in systems["model"].items() if k != "windows" and v is not None})
+    if "audio_swap" in systems:
+        rec["swap_M-LD"] = systems["audio_swap"]["M-LD"]
+    rec["windows"] = systems["model"]["windows"]
+    rec["systems"] = [{"system": s, **{k: v for k, v in m.items() if v is not None}}
+                      for s, m in systems.items()]
+    rec["provenance"] = [f"{k}: {v}" for k, v in report["provenance"].items()]
     return rec
 
 

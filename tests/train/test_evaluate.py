@@ -123,15 +123,19 @@ def test_compact_metrics_report_and_plots(trained, windows: Path, tmp_path):
     _write_identity_shard(windows, tmp_path / "landmarks")
     out = EvalOutputs.under(tmp_path / "eval")
     r = evaluate(trained, windows, tmp_path / "models" / "best.pt", outputs=out)
-    for system, summary in r["systems"].items():
-        rec = json.loads((out.metrics_dir / f"{system}.json").read_text())
-        numbers = {k: v for k, v in rec.items() if k != "provenance"}
-        assert numbers == {k: v for k, v in summary.items() if v is not None}
-        prov = dict(line.split(": ", 1) for line in rec["provenance"])
-        assert prov["encoder"] == "synthetic" and prov["encoder_fallback"] == "True"
-        assert prov["checkpoint"].endswith("best.pt") and len(prov["checkpoint_sha256"]) == 64
-        # tiny_params keeps the project's departures from the paper; the record names them
-        assert "'model.mel_norm': 'window'" in prov["differs_from_paper"]
+    rec = json.loads(out.metrics.read_text())
+    model, systems = r["systems"]["model"], r["systems"]
+    # numbers: the model's and the audio-swap control's M-LD; lists: everything else
+    assert {k: v for k, v in rec.items() if not isinstance(v, list)} == {
+        **{k: model[k] for k in ("M-LD", "M-LVD", "F-LD", "F-LVD", "mouth_r")},
+        "swap_M-LD": systems["audio_swap"]["M-LD"], "windows": 16}
+    assert rec["systems"] == [{"system": s, **{k: v for k, v in m.items() if v is not None}}
+                              for s, m in systems.items()]
+    prov = dict(line.split(": ", 1) for line in rec["provenance"])
+    assert prov["encoder"] == "synthetic" and prov["encoder_fallback"] == "True"
+    assert prov["checkpoint"].endswith("best.pt") and len(prov["checkpoint_sha256"]) == 64
+    # tiny_params keeps the project's departures from the paper; the record names them
+    assert "'model.mel_norm': 'window'" in prov["differs_from_paper"]
     assert "not in the paper" in r["not_in_paper"]
     gt = np.load(windows / "test" / "gt_landmarks.npy").astype(np.float64)
     ref = np.load(windows / "test" / "landmarks.npy").astype(np.float64)

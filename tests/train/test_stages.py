@@ -38,7 +38,7 @@ def test_train_then_evaluate_stage_cli(windows: Path, tmp_path: Path):
     assert summary["epochs"] == 2 and "seconds" not in summary   # timing: the untracked log
     assert json.loads((tmp_path / "reports" / "train.log.json").read_text())["seconds"] > 0
     assert (tmp_path / "dvclive" / "train" / "metrics.json").exists()
-    model = json.loads((tmp_path / "metrics" / "test" / "model.json").read_text())
+    model = json.loads((tmp_path / "metrics" / "test.json").read_text())
     report = json.loads((tmp_path / "reports" / "evaluate.json").read_text())
     assert model["windows"] == report["corpora"]["demo"]["vs_reference"]["model"]["windows"] == 16
     assert model["M-LD"] == report["systems"]["model"]["M-LD"]
