@@ -98,7 +98,7 @@ def _prepare(work: Path, n: int, workers: int, encoder: str) -> float:
     for stage in ("index", "audio"):
         subprocess.run([sys.executable, "-m", f"kfusion.stages.{stage}", "--params", "p.yaml"], cwd=work,
                        env=env, check=True, capture_output=True)
-    m = json.loads((work / "metrics/audio.json").read_text())
+    m = json.loads((work / "reports/audio.json").read_text())
     return m["audio_hours"] * 3600.0
 
 

@@ -6,8 +6,10 @@ import importlib
 import sys
 
 from kfusion import __version__
+from kfusion.config import CORPORA
 
 STAGES = ("config", "demo", "index", "landmarks", "audio", "features", "windows", "train", "evaluate")
+COLS = ("M-LD", "M-LVD", "F-LD", "F-LVD", "mouth_r")
 
 
 def _cmd_config(args: argparse.Namespace) -> int:
@@ -24,33 +26,63 @@ def _cmd_config(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    """Print the evaluate stage's metrics as one table: model and baselines, per corpus."""
+    """Print the evaluation reports as one table: model, controls and baselines, per test set
+    and corpus, against the detector's landmarks (and the ground truth where there is one)."""
     import json
     from pathlib import Path
-    path = Path(args.metrics)
-    if not path.exists():
-        print(f"error: {path}: no metrics yet; run `dvc repro` (the evaluate stage writes it)",
-              file=sys.stderr)
+    paths = [Path(p) for p in args.report] if args.report else \
+        [p for p in [Path("reports/evaluate.json"), *sorted(Path("reports/sets").glob("*/evaluate.json"))]
+         if p.exists()]
+    missing = [p for p in paths if not p.exists()]
+    if not paths or missing:
+        print(f"error: {missing[0] if missing else 'reports/evaluate.json'}: no evaluation yet; "
+              f"run `dvc repro` (the evaluate stages write it) or `kfusion evaluate`", file=sys.stderr)
         return 2
-    print(format_report(json.loads(path.read_text()), str(path)))
+    print("\n\n".join(format_report(json.loads(p.read_text()), str(p)) for p in paths))
     return 0
 
 
-def format_report(m: dict, source: str = "metrics") -> str:
+def format_report(m: dict, source: str = "report") -> str:
     """Rows: corpus x reference (detector landmarks, generator's ground truth) x system."""
-    cols = ("M-LD", "M-LVD", "F-LD", "F-LVD")
     from kfusion.config import describe_model
-    lines = [f"{source}: {m.get('units', 'Eq. 13-15, px of the 256 crop')}",
-             f"model: {describe_model(m.get('trained') or {}) or 'not recorded'}",
-             f"encoder {m.get('encoder')} (fallback: {m.get('encoder_fallback')}), "
-             f"checkpoint {m.get('checkpoint')}",
-             f"{'corpus':8} {'vs':13} {'system':12} {'windows':>7} " + " ".join(f"{c:>7}" for c in cols)]
+    p = m.get("provenance", {})
+    lines = [f"{source}: test set {p.get('set')}; {m.get('units', 'Eq. 13-15, px of the 256 crop')}",
+             f"model: {describe_model(p) or 'not recorded'}",
+             f"encoder {p.get('encoder')} (fallback: {p.get('encoder_fallback')}), checkpoint "
+             f"{p.get('checkpoint')}, preset {p.get('preset')}, seed {p.get('seed')}",
+             f"differs from the paper: {_differences(p.get('differs_from_paper'))}",
+             f"{'corpus':8} {'vs':13} {'system':12} {'windows':>7} " + " ".join(f"{c:>7}" for c in COLS)]
     for corpus, block in (m.get("corpora") or {}).items():
         for ref in ("vs_reference", "vs_ground_truth"):
             for system, row in (block.get(ref) or {}).items():
-                vals = " ".join(f"{row.get(c, float('nan')):7.3f}" for c in cols)
+                vals = " ".join(f"{v:7.3f}" if isinstance(v, (int, float)) else f"{'-':>7}"
+                                for v in (row.get(c) for c in COLS))
                 lines.append(f"{corpus:8} {ref[3:]:13} {system:12} {row.get('windows', 0):7d} {vals}")
+    lines.append(m.get("not_in_paper", ""))
     return "\n".join(lines)
+
+
+def _differences(d) -> str:
+    return ", ".join(f"{k}={v}" for k, v in d.items()) if d else "none"
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    """Evaluate a checkpoint on a corpus outside the pipeline (preprocessing cached)."""
+    from kfusion.config import ConfigError
+    from kfusion.corpus_eval import PrepareError, evaluate_corpus
+    from kfusion.pipeline.io import StageError
+    from kfusion.pipeline.training.evaluation import summary_line
+    try:
+        report, out = evaluate_corpus(args.checkpoint, args.corpus, args.root, name=args.name,
+                                      out=args.out, cache_root=args.cache, device=args.device,
+                                      workers=args.workers)
+    except (ConfigError, StageError, FileNotFoundError, PrepareError) as e:
+        print(f"error: evaluate: {e}", file=sys.stderr)
+        return 2
+    print(f"[evaluate] {report['provenance']['set']}: {summary_line(report)} -> {out}",
+          file=sys.stderr)
+    print(format_report(report, str(out / "report.json")))
+    return 0
 
 
 def _cmd_stage(args: argparse.Namespace) -> int:
@@ -82,10 +114,25 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--params", default="params.yaml")
     c.set_defaults(func=_cmd_config)
 
-    r = sub.add_parser("report", help="print the evaluation metrics as one table",
+    r = sub.add_parser("report", help="print the evaluation reports as one table",
                        description=_cmd_report.__doc__)
-    r.add_argument("--metrics", default="metrics/evaluate.json")
+    r.add_argument("--report", action="append", default=[], metavar="JSON",
+                   help="an evaluation report (repeatable; default: reports/evaluate.json and "
+                        "every reports/sets/*/evaluate.json)")
     r.set_defaults(func=_cmd_report)
+
+    e = sub.add_parser("evaluate", help="evaluate a checkpoint on a corpus, outside the pipeline",
+                       description=_cmd_evaluate.__doc__)
+    e.add_argument("--checkpoint", required=True, help="a checkpoint the train stage wrote")
+    e.add_argument("--corpus", required=True, choices=CORPORA, help="the corpus layout")
+    e.add_argument("--root", required=True, help="the corpus folder, as distributed")
+    e.add_argument("--name", default="", help="the test set's name (default: the corpus)")
+    e.add_argument("--out", default=None, help="output folder (default: eval/<name>)")
+    e.add_argument("--cache", default="data/cache/evaluate",
+                   help="preprocessed corpora, keyed by root and settings (default: %(default)s)")
+    e.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    e.add_argument("--workers", type=int, default=2, help="worker processes for the data stages")
+    e.set_defaults(func=_cmd_evaluate)
 
     s = sub.add_parser("stage", help="run one pipeline stage outside DVC",
                        description=_cmd_stage.__doc__)

@@ -13,6 +13,8 @@ if TYPE_CHECKING:  # config imports this module; the annotation only needs the n
 
 N_POINTS = 68                                         # iBUG-68 landmarks per frame
 MOUTH_INDICES: tuple[int, ...] = tuple(range(48, 68))  # iBUG-68 points 48-67
+# Upper and lower inner-lip points facing each other (61-67, 62-66, 63-65): the mouth opening.
+INNER_LIP_PAIRS: tuple[tuple[int, int], ...] = ((61, 67), (62, 66), (63, 65))
 EMOTIONS: tuple[str, ...] = (
     "neutral", "angry", "contempt", "disgusted", "fear", "happy", "sad", "surprised",
 )  # MEAD's eight, in MEAD's folder spelling; index i is the emotion id everywhere.

@@ -93,6 +93,19 @@ class Reject:
     message: str  # what was wrong, for a person
 
 
+# What a re-run on another machine, or after an interruption, changes when no result did:
+# timings, throughput, resumed work. These go to an untracked log (printed and written beside
+# the report as <stage>.log.json, git-ignored), never into a DVC-tracked file.
+RUN_LOG_KEYS = frozenset({"seconds", "frames_per_s", "real_time_factor", "shards_resumed",
+                          "shards_reused", "threads_per_worker", "resumed_from_epoch"})
+
+
+def split_run_log(counts: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the stage's results, its run log): top-level RUN_LOG_KEYS move to the log."""
+    return ({k: v for k, v in counts.items() if k not in RUN_LOG_KEYS},
+            {k: v for k, v in counts.items() if k in RUN_LOG_KEYS})
+
+
 class StageError(RuntimeError):
     """A stage-level failure a user must act on (e.g. too many rejects). One line, no traceback."""
 
@@ -126,14 +139,18 @@ class StageRun:
         cols = {k: [getattr(r, k) for r in self.rejects] for k in REJECT_SCHEMA.names}
         write_parquet(path, pa.table(cols, schema=REJECT_SCHEMA))
 
-    def finish(self, *, rejects_path: str | Path | None, metrics_path: str | Path | None,
+    def finish(self, *, rejects_path: str | Path | None, report_path: str | Path | None,
                max_reject_fraction: float) -> dict[str, Any]:
-        """Write rejects + counts, print the one-line summary, fail above the reject limit."""
+        """Write rejects, the report (counts and figures, no timings) and beside it the run
+        log (<stage>.log.json: timings, resumed work), print the one-line summary, fail above
+        the reject limit."""
         counts = self.counts()
         if rejects_path is not None:
             self.write_rejects(rejects_path)
-        if metrics_path is not None:
-            write_json(metrics_path, counts)
+        if report_path is not None:
+            report, log = split_run_log(counts)
+            write_json(report_path, report)
+            write_json(Path(report_path).with_suffix(".log.json"), log)
         print(f"[{self.stage}] processed {self.processed}, rejected {len(self.rejects)}"
               + (f" ({_top_reasons(counts['reject_reasons'])})" if self.rejects else "")
               + f", {counts['seconds']:.1f} s", file=sys.stderr, flush=True)

@@ -1,56 +1,63 @@
-"""Run the paper's Table 2 ablations as DVC experiments and write the table in its layout.
+"""Run the paper's Table 2 ablations as DVC experiments, each row with several training seeds,
+and summarise them with confidence intervals.
 
 One command (from the repository root, after `dvc repro` has built the data once):
 
-    python scripts/ablations.py                 # five `dvc exp run`, one after another
-    python scripts/ablations.py --queue -j 1    # the same rows queued, then `--run-all`
-    python scripts/ablations.py --table-only    # only re-collect and re-write the table
-    python scripts/ablations.py -S train.epochs=20 -S seed=3   # extra overrides for every row
+    python scripts/ablations.py                          # demo: 6 rows x 3 seeds
+    python scripts/ablations.py --corpus grid --seeds 3 \\
+        -S 'index.corpora=[grid]' -S index.roots.grid=../shared/grid -S split.by=clip \\
+        -S '+evaluate.sets.unseen={corpus: folder, root: ../shared/unseen}'
+    python scripts/ablations.py --corpus grid --table-only   # re-summarise what is there
+    python scripts/ablations.py --rows proposed,repl-mlp --seeds 2 -S train.epochs=2   # a smoke run
 
-Rows (each one `dvc exp run -S ...` over params.yaml; the data stages are cached, so only
-train + evaluate re-run):
+Rows (each `dvc exp run -S ... -S seed=<s>` over params.yaml; the data stages are cached, so
+only train and the evaluate stages re-run):
 
-    w/o KFusion  model.fusion=none        w/o LSTM   model.lstm=false
-    w/o Global   model.global_domain=false repl MLP   model.fusion=mlp
-    Proposed     (no override)
+    w/o KFusion  model.fusion=none           w/o LSTM    model.lstm=false
+    w/o Global   model.global_domain=false    repl MLP    model.fusion=mlp
+    paper-exact  preset=paper (kfusion/config.py PAPER: the paper's text, then the authors' code)
+    Proposed (ours)  the defaults
 
-Sequential mode (default) runs each experiment in the workspace and copies its
-metrics/evaluate.json to metrics/ablations/<row>.json right after, ending with "Proposed" so
-the workspace is left at the default params. Queue mode reads the results back with
-`dvc exp show --json`. The table (metrics/ablations.md) has the paper's columns M-LD,
-M-LVD, F-LD, F-LVD (Eq. 13-15, crop px, model vs the detector's reference landmarks on the
-test split) plus the two baselines, the seed and the epochs; best per column in bold,
-second underlined, as in the paper.
+Seeds are params.yaml's `seed` + 0, 1, ... (`--seeds N`); the base seed's Proposed runs last, so
+the workspace ends at the default params and their results. After each run the evaluation
+report of every test set (reports/evaluate.json, reports/sets/<set>/evaluate.json) is copied to
+metrics/ablations/<corpus>/<row>/seed-<s>/<set>.json; `--resume` skips runs already there.
+
+The summary (metrics/ablations/<corpus>/summary.json, and a Markdown table printed and written
+beside it) has, per row and test set, the mean and sd over seeds of every system's metrics, and
+for each metric the difference Proposed - row with a paired bootstrap 95% interval over the
+test clips (each clip's value averaged over the seeds first; kfusion.pipeline.training.bootstrap);
+`*` marks an interval that excludes 0. The README's tables read these files (scripts/tables.py).
 """
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-ROWS: list[tuple[str, list[str]]] = [
-    ("w/o KFusion", ["model.fusion=none"]),
-    ("w/o LSTM", ["model.lstm=false"]),
-    ("w/o Global", ["model.global_domain=false"]),
-    ("repl MLP", ["model.fusion=mlp"]),
-    ("Proposed", []),
+from kfusion.config import load
+from kfusion.pipeline.training.bootstrap import mean_over_seeds, mean_sd, paired_bootstrap
+from kfusion.pipeline.training.metrics import TABLE_NAMES
+
+# (label, folder, -S overrides)
+ROWS: list[tuple[str, str, list[str]]] = [
+    ("w/o KFusion", "wo-kfusion", ["model.fusion=none"]),
+    ("w/o LSTM", "wo-lstm", ["model.lstm=false"]),
+    ("w/o Global", "wo-global", ["model.global_domain=false"]),
+    ("repl MLP", "repl-mlp", ["model.fusion=mlp"]),
+    ("paper-exact", "paper", ["preset=paper"]),
+    ("Proposed (ours)", "proposed", []),
 ]
-COLS = ("M-LD", "M-LVD", "F-LD", "F-LVD")
-OUT_DIR = Path("metrics/ablations")
+BASE_ROW = "proposed"
+# the baselines, from Proposed's runs, as rows of their own (their numbers in "model")
+BASELINE_ROWS = (("baseline: identity held still", "identity"), ("baseline: mean motion", "mean_motion"))
+OUT = Path("metrics/ablations")
 PARAMS = Path("params.yaml")
-
-
-def _slug(name: str) -> str:
-    return "kf-" + name.lower().replace("/", "").replace(" ", "-")
-
-
-def _dvc() -> str:
-    exe = Path(sys.executable).parent / "dvc"
-    return str(exe) if exe.exists() else "dvc"
+REPORTS = Path("reports")
+SYSTEMS = ("model", "audio_swap", "identity", "mean_motion")
 
 
 def _run(cmd: list[str]) -> None:
@@ -58,148 +65,161 @@ def _run(cmd: list[str]) -> None:
     subprocess.run(cmd, check=True)
 
 
-def run_sequential(extra: list[str]) -> None:
-    OUT_DIR.mkdir(parents=True, exist_ok=True)
-    # `dvc exp run -S` leaves its overrides in the workspace's params.yaml, so without a reset
-    # every row would inherit the switches of the rows before it.
+def seed_order(base: int, n: int) -> list[int]:
+    """base + 1 .. base + n - 1, then base: the default seed runs last."""
+    return [base + k for k in range(1, n)] + [base]
+
+
+def copy_reports(dest: Path) -> list[str]:
+    """Every test set's evaluation report into dest/<set>.json; the sets copied."""
+    found = {"test": REPORTS / "evaluate.json",
+             **{p.parent.name: p for p in sorted((REPORTS / "sets").glob("*/evaluate.json"))}}
+    dest.mkdir(parents=True, exist_ok=True)
+    for name, src in found.items():
+        if src.exists():
+            shutil.copyfile(src, dest / f"{name}.json")
+    return [n for n, p in found.items() if p.exists()]
+
+
+def run_rows(corpus: str, rows: list[tuple[str, str, list[str]]], seeds: list[int],
+             extra: list[str], resume: bool) -> None:
+    """Each row with each seed, sequentially in the workspace; params.yaml reset before each
+    run (dvc exp run -S leaves its overrides in the workspace) and after the last."""
     base = PARAMS.read_text()
     try:
-        for name, sets in ROWS:
-            PARAMS.write_text(base)
-            args = [a for s in sets + extra for a in ("-S", s)]
-            _run([_dvc(), "exp", "run", "-n", _slug(name) + "-" + _stamp(), *args])
-            shutil.copyfile("metrics/evaluate.json", OUT_DIR / f"{_slug(name)}.json")
+        for label, slug, sets in rows:
+            for seed in seeds:
+                dest = OUT / corpus / slug / f"seed-{seed}"
+                if resume and (dest / "test.json").exists():
+                    continue
+                PARAMS.write_text(base)
+                args = [a for s in [*sets, *extra, f"seed={seed}"] for a in ("-S", s)]
+                _run([sys.executable, "-m", "dvc", "exp", "run", "-n", f"{corpus}-{slug}-s{seed}", *args])
+                print(f"[ablations] {label}, seed {seed}: {', '.join(copy_reports(dest))} -> {dest}",
+                      file=sys.stderr, flush=True)
     finally:
         PARAMS.write_text(base)
 
 
-def run_queued(extra: list[str], jobs: int) -> dict[str, str]:
-    names = {}
-    for name, sets in ROWS:
-        exp = _slug(name) + "-" + _stamp()
-        args = [a for s in sets + extra for a in ("-S", s)]
-        base = PARAMS.read_text()
-        _run([_dvc(), "exp", "run", "--queue", "-n", exp, *args])
-        PARAMS.write_text(base)
-        names[name] = exp
-    _run([_dvc(), "exp", "run", "--run-all", "-j", str(jobs)])
-    return names
+# ----------------------------------------------------------------------------- summary
+def _reports(folder: Path, test_set: str) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(folder.glob(f"seed-*/{test_set}.json"))]
 
 
-def _stamp() -> str:
-    import time
-    return time.strftime("%m%d%H%M")
+def per_clip(reports: list[dict], system: str, metric: str) -> dict[str, float]:
+    """Each clip's value, averaged over the seeds' reports."""
+    per_seed = []
+    for r in reports:
+        pc = r.get("per_clip", {})
+        vals = pc.get(system, {}).get(metric, [])
+        per_seed.append({c: v for c, v in zip(pc.get("clip_ids", []), vals) if v is not None})
+    return mean_over_seeds(per_seed)
 
 
-def collect_queued(names: dict[str, str]) -> None:
-    """Find each experiment's metrics/evaluate.json in `dvc exp show --json`."""
-    out = subprocess.run([_dvc(), "exp", "show", "--json"], check=True, capture_output=True,
-                         text=True).stdout
-    found: dict[str, dict] = {}
+def row_summary(reports: list[dict], base: list[dict] | None) -> dict:
+    """Mean/sd over seeds of each system's metrics, and (given Proposed's reports, `base`)
+    Proposed - row per metric."""
+    out: dict = {"seeds": [r["provenance"]["seed"] for r in reports],
+                 "differs_from_paper": reports[0]["provenance"].get("differs_from_paper", {})}
+    for s in SYSTEMS:
+        cells = {}
+        for m in TABLE_NAMES:
+            mean, sd, n = mean_sd([r["systems"].get(s, {}).get(m) for r in reports])
+            if n:
+                cells[m] = {"mean": mean, "sd": sd if n > 1 else None, "n": n}
+        if cells:
+            out[s] = cells
+    if base:
+        out["proposed_minus_row"] = {
+            m: paired_bootstrap(per_clip(base, "model", m), per_clip(reports, "model", m)).as_dict()
+            for m in TABLE_NAMES}
+    return out
 
-    def walk(node):
-        if isinstance(node, dict):
-            if node.get("name") in names.values():
-                data = _find_metrics(node)
-                if data:
-                    found[node["name"]] = data
-            for v in node.values():
-                walk(v)
-        elif isinstance(node, list):
-            for v in node:
-                walk(v)
 
-    walk(json.loads(out))
-    OUT_DIR.mkdir(parents=True, exist_ok=True)
-    for row, exp in names.items():
-        if exp not in found:
-            print(f"warning: no metrics for experiment {exp} ({row}) in `dvc exp show`",
-                  file=sys.stderr)
+def summarise(corpus: str) -> dict:
+    """summary.json of one corpus: every row x test set found under metrics/ablations/<corpus>."""
+    root = OUT / corpus
+    sets = sorted({p.stem for p in root.glob("*/seed-*/*.json")})
+    summary: dict = {"corpus": corpus, "sets": sets, "rows": {},
+                     "note": "mean ± sd over training seeds; proposed_minus_row: Proposed - row "
+                             "per metric, paired bootstrap 95% interval over test clips "
+                             "(significant: the interval excludes 0); mouth_r and audio_swap "
+                             "are controls of this project, not in the paper"}
+    for test_set in sets:
+        for label, slug, _ in ROWS:
+            reports = _reports(root / slug, test_set)
+            if reports:
+                base = _reports(root / BASE_ROW, test_set) if slug != BASE_ROW else None
+                block = row_summary(reports, base)
+                summary["rows"].setdefault(slug, {"label": label})[test_set] = block
+        proposed = summary["rows"].get(BASE_ROW, {}).get(test_set, {})
+        for label, system in BASELINE_ROWS:
+            if system in proposed:
+                summary["rows"].setdefault(system, {"label": label})[test_set] = {"model": proposed[system]}
+    return summary
+
+
+def _cell(block: dict, system: str, metric: str) -> str:
+    c = block.get(system, {}).get(metric)
+    if not c:
+        return "n/a"
+    return f"{c['mean']:.3f}" + (f" ± {c['sd']:.3f}" if c["sd"] is not None else "")
+
+
+def markdown(summary: dict, test_set: str = "test") -> str:
+    """The table for one test set: rows x (metrics, mouth_r, audio-swap M-LD, Proposed - row)."""
+    lines = [f"Table 2 on {summary['corpus']} / {test_set}: {summary['note']}.", "",
+             "| Method | M-LD | M-LVD | F-LD | F-LVD | mouth r | audio-swap M-LD | "
+             "Proposed - row, M-LD [95% CI] |", "|---|" + "---:|" * 7]
+    for slug, row in summary["rows"].items():
+        b = row.get(test_set)
+        if not b:
             continue
-        (OUT_DIR / f"{_slug(row)}.json").write_text(json.dumps(found[exp], indent=2))
+        d = b.get("proposed_minus_row", {}).get("M-LD")
+        ci = (f"{d['mean']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]" + (" *" if d["significant"] else "")
+              if d else "")
+        lines.append(f"| {row['label']} | " + " | ".join(_cell(b, "model", m) for m in TABLE_NAMES)
+                     + f" | {_cell(b, 'audio_swap', 'M-LD') if 'audio_swap' in b else ''} | {ci} |")
+    base = summary["rows"].get(BASE_ROW, {}).get(test_set)
+    if base:
+        lines += ["", "Switches that differ from the paper in Proposed (ours): "
+                  + (", ".join(f"`{k}={v}`" for k, v in base["differs_from_paper"].items()) or "none")]
+    return "\n".join(lines) + "\n"
 
 
-def _find_metrics(node) -> dict | None:
-    if isinstance(node, dict):
-        m = node.get("metrics")
-        if isinstance(m, dict):
-            for k, v in m.items():
-                if k.endswith("evaluate.json") and isinstance(v, dict):
-                    return v.get("data", v)
-        for v in node.values():
-            r = _find_metrics(v)
-            if r:
-                return r
-    elif isinstance(node, list):
-        for v in node:
-            r = _find_metrics(v)
-            if r:
-                return r
-    return None
-
-
-def _fmt(v: float, rank: int) -> str:
-    s = "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.3f}"
-    return f"**{s}**" if rank == 0 else f"<u>{s}</u>" if rank == 1 else s
-
-
-def write_table(path: Path = Path("metrics/ablations.md")) -> str:
-    rows: list[tuple[str, dict]] = []
-    base: dict | None = None
-    for name, _ in ROWS:
-        f = OUT_DIR / f"{_slug(name)}.json"
-        if not f.exists():
-            continue
-        m = json.loads(f.read_text())
-        rows.append((name, {c: m.get(c) for c in COLS}))
-        if name == "Proposed":
-            base = m
-        meta = m
-    if not rows:
-        raise SystemExit(f"no results under {OUT_DIR}; run the ablations first")
-    if base is not None:
-        for s, label in (("identity", "baseline: identity held still"),
-                         ("mean_motion", "baseline: mean motion")):
-            o = base.get("overall", {}).get(s)
-            if o:
-                rows.append((label, {c: o.get(c) for c in COLS}))
-    ranks = {}
-    for c in COLS:
-        order = sorted(range(len(rows)), key=lambda i: (rows[i][1][c] is None, rows[i][1][c]))
-        ranks[c] = {i: r for r, i in enumerate(order)}
-    t = meta.get("trained", {})
-    lines = [
-        "**Table 2 (reproduced)**: ablations on this project's test split. Eq. 13-15 in pixels "
-        "of the 256x256 crop, model vs the detector's reference landmarks, per window then "
-        f"averaged over {meta.get('windows', '?')} test windows. Seed {t.get('seed')}, "
-        f"{t.get('epochs')} epochs (best checkpoint by validation loss), encoder {meta.get('encoder')} (fallback: "
-        f"{meta.get('encoder_fallback')}). Lower is better; bold best, underlined second.",
-        "",
-        "| Method | M-LD (↓) | M-LVD (↓) | F-LD (↓) | F-LVD (↓) |",
-        "|---|---|---|---|---|",
-    ]
-    for i, (name, vals) in enumerate(rows):
-        lines.append(f"| {name} | " + " | ".join(_fmt(vals[c], ranks[c][i]) for c in COLS) + " |")
-    text = "\n".join(lines) + "\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
+def write_summary(corpus: str) -> str:
+    summary = summarise(corpus)
+    if not summary["rows"]:
+        raise SystemExit(f"no results under {OUT / corpus}; run the ablations first")
+    root = OUT / corpus
+    (root / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    text = "\n".join(markdown(summary, s) for s in summary["sets"])
+    (root / "table.md").write_text(text)
     return text
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--queue", action="store_true", help="queue the rows, then --run-all")
-    ap.add_argument("-j", "--jobs", type=int, default=1, help="queue workers (with --queue)")
+    ap.add_argument("--corpus", default="demo", help="results folder under metrics/ablations/ "
+                                                     "(the data comes from params and -S)")
+    ap.add_argument("--seeds", type=int, default=3, help="training seeds per row (default 3)")
+    ap.add_argument("--rows", default="", help="comma-separated row folders (default: all): "
+                                               + ", ".join(slug for _, slug, _ in ROWS))
     ap.add_argument("-S", "--set-param", action="append", default=[],
                     help="extra override for every row, e.g. -S train.epochs=20")
-    ap.add_argument("--table-only", action="store_true")
-    args = ap.parse_args()
+    ap.add_argument("--resume", action="store_true", help="skip row/seed runs already copied")
+    ap.add_argument("--table-only", action="store_true", help="only re-summarise")
+    args = ap.parse_args(argv)
+    wanted = set(filter(None, args.rows.split(",")))
+    unknown = wanted - {slug for _, slug, _ in ROWS}
+    if unknown:
+        print(f"error: --rows: unknown {sorted(unknown)}", file=sys.stderr)
+        return 2
     if not args.table_only:
-        if args.queue:
-            collect_queued(run_queued(args.set_param, args.jobs))
-        else:
-            run_sequential(args.set_param)
-    print(write_table())
+        rows = [r for r in ROWS if not wanted or r[1] in wanted]
+        run_rows(args.corpus, rows, seed_order(load(PARAMS).seed, args.seeds), args.set_param,
+                 args.resume)
+    print(write_summary(args.corpus))
     return 0
 
 

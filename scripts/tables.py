@@ -42,6 +42,7 @@ class Col:
     key: str = ""      # dotted key inside the row's record
     file: str = ""     # source file (glob) for this column, when it is not the row's or table's
     fmt: str = ""      # str.format template for this column's numbers
+    best: str = ""     # "min", "max" or "none": overrides the table's for this column
 
 
 @dataclass(frozen=True)
@@ -69,20 +70,33 @@ def metric_columns() -> tuple[Col, ...]:
     return tuple(Col(m, m) for m in METRICS)
 
 
-ABLATIONS = (("w/o KFusion (`model.fusion=none`)", "kf-wo-kfusion"),
-             ("w/o LSTM (`model.lstm=false`)", "kf-wo-lstm"),
-             ("w/o Global (`model.global_domain=false`)", "kf-wo-global"),
-             ("repl MLP (`model.fusion=mlp`)", "kf-repl-mlp"),
-             ("**Proposed** (defaults)", "kf-proposed"))
+# (row label, folder under metrics/ablations/<corpus>/ written by scripts/ablations.py)
+ABLATIONS = (("w/o KFusion (`model.fusion=none`)", "wo-kfusion"),
+             ("w/o LSTM (`model.lstm=false`)", "wo-lstm"),
+             ("w/o Global (`model.global_domain=false`)", "wo-global"),
+             ("repl MLP (`model.fusion=mlp`)", "repl-mlp"),
+             ("paper-exact (`preset=paper`)", "paper"),
+             ("**Proposed (ours)** (defaults)", "proposed"))
 BASELINES = (("baseline: identity landmarks held still", "identity"),
              ("baseline: mean motion (identity + mean training trajectory)", "mean_motion"))
 
 
-def ablation_table(name: str, folder: str) -> Table:
-    """The paper's Table 2 from scripts/ablations.py's per-row copies of metrics/evaluate.json."""
-    rows = [Row(label, "overall.model", f"{folder}/{slug}.json") for label, slug in ABLATIONS]
-    rows += [Row(label, f"overall.{key}", f"{folder}/kf-proposed.json") for label, key in BASELINES]
-    return Table(name, metric_columns(), tuple(rows), label="Method", best="min")
+def ablation_table(name: str, corpus: str, test_set: str = "test") -> Table:
+    """The paper's Table 2 from scripts/ablations.py's summary: mean ± sd over seeds, the
+    controls, and Proposed - row with its paired bootstrap 95% interval (* = excludes 0)."""
+    rows = [Row(label, f"rows.{slug}.{test_set}") for label, slug in (*ABLATIONS, *BASELINES)]
+    cols = (*(Col(m, f"model.{m}") for m in METRICS), Col("mouth r", "model.mouth_r", best="max"),
+            Col("audio-swap M-LD", "audio_swap.M-LD", best="none"),
+            Col("Proposed - row, M-LD [95% CI]", "proposed_minus_row.M-LD", best="none"))
+    return Table(name, cols, tuple(rows), file=f"metrics/ablations/{corpus}/summary.json",
+                 label="Method", best="min")
+
+
+def switches_table(name: str, corpus: str) -> Table:
+    """Per ablation row, the keys where its config differs from the paper (config.PAPER)."""
+    return Table(name, (Col("switches that differ from the paper", "differs_from_paper"),),
+                 tuple(Row(label, f"rows.{slug}.test") for label, slug in ABLATIONS),
+                 file=f"metrics/ablations/{corpus}/summary.json", label="Method")
 
 
 # The five defaults that made the model learn audio -> mouth (docs/model.md), turned on one
@@ -106,7 +120,7 @@ def fix_table(name: str, key: str, label: str) -> Table:
     rows = [Row(text, f"{key}.{b}") for text, b in BASELINES]
     rows += [Row(text, f"{key}.model", f"metrics/fix/{stem}.json" if stem else "")
              for text, stem, _ in FIX_STEPS]
-    return Table(name, metric_columns(), tuple(rows), file="metrics/evaluate.json", label=label,
+    return Table(name, metric_columns(), tuple(rows), file="reports/evaluate.json", label=label,
                  best="min")
 
 
@@ -120,14 +134,15 @@ def field_table(name: str, file: str, rows: tuple[tuple[str, str, str], ...],
 # Which command writes a file that a table reads (first match wins; {stem} = the file's stem;
 # a file no pattern matches is written by `dvc repro`).
 RUN: tuple[tuple[str, str], ...] = (
-    ("metrics/ablations/grid/*.json",
-     "python scripts/ablations.py -S 'index.corpora=[grid]' -S index.roots.grid=../shared/grid "
-     "-S split.by=clip && mkdir -p metrics/ablations/grid && "
-     "mv metrics/ablations/kf-*.json metrics/ablations/grid/"),
-    ("metrics/ablations/*.json", "python scripts/ablations.py"),
+    ("metrics/ablations/grid/*",
+     "python scripts/ablations.py --corpus grid -S 'index.corpora=[grid]' "
+     "-S index.roots.grid=../shared/grid -S split.by=clip "
+     "-S '+evaluate.sets.unseen={{corpus: folder, root: ../shared/unseen}}' "
+     "-S '+evaluate.sets.cremad={{corpus: cremad, root: /data/CREMA-D}}'"),
+    ("metrics/ablations/demo/*", "python scripts/ablations.py"),
     *((f"metrics/fix/{stem}.json",
        "dvc exp run " + " ".join(f"-S {k}={v}" for k, v in sets.items())
-       + f" && mkdir -p metrics/fix && cp metrics/evaluate.json metrics/fix/{stem}.json")
+       + f" && mkdir -p metrics/fix && cp reports/evaluate.json metrics/fix/{stem}.json")
       for _, stem, sets in FIX_STEPS if stem),
     ("bench/results/landmarks_grid.json",
      "python bench/landmarks.py --corpus grid --repeats 3 --out bench/results/landmarks_grid.json"),
@@ -143,30 +158,33 @@ STAGES = ("demo", "index", "landmarks", "audio", "features", "windows")
 
 TABLES: tuple[Table, ...] = (
     # ---- README.md: Results
-    Table("stage-times", (Col("clips processed", "processed", fmt=COUNT),
-                          Col("rejected", "rejected", fmt=COUNT),
-                          Col("seconds", "seconds", fmt=SECONDS)),
-          tuple(Row(f"`{s}`", file=f"metrics/{s}.json") for s in STAGES), label="stage"),
+    Table("stage-counts", (Col("clips processed", "processed", fmt=COUNT),
+                           Col("rejected", "rejected", fmt=COUNT)),
+          tuple(Row(f"`{s}`", file=f"reports/{s}.json") for s in STAGES), label="stage"),
     Table("demo-split", (Col("train", "train"), Col("val", "val"), Col("test", "test")),
-          (Row("clips", "clips_per_split", "metrics/index.json"),
+          (Row("clips", "clips_per_split", "reports/index.json"),
            Row("windows (1 s, stride `windows.stride_frames`)", "windows_per_split",
-               "metrics/windows.json")), fmt=COUNT, label="split"),
-    ablation_table("demo-ablations", "metrics/ablations"),
+               "reports/windows.json")), fmt=COUNT, label="split"),
+    ablation_table("demo-ablations", "demo"),
+    switches_table("demo-ablation-switches", "demo"),
     Table("demo-groundtruth", metric_columns(),
           tuple(Row(label, f"corpora.demo.vs_ground_truth.{k}") for label, k in (
-              ("Proposed", "model"), ("baseline: identity held still", "identity"),
+              ("Proposed", "model"), ("control: the model on another clip's audio", "audio_swap"),
+              ("baseline: identity held still", "identity"),
               ("baseline: mean motion", "mean_motion"),
               ("the landmark detector (the floor for a model trained on its tracks)",
                "detector"))),
-          file="metrics/evaluate.json", label="vs the generator's ground truth"),
-    field_table("emotion-head", "metrics/evaluate.json", (
+          file="reports/evaluate.json", label="vs the generator's ground truth"),
+    field_table("emotion-head", "reports/evaluate.json", (
         ("test accuracy of the audio -> emotion head", "emotion_classifier.test_accuracy", SHARE),
         ("chance (1 of 8 emotions)", "emotion_classifier.chance", SHARE),
         ("test windows", "emotion_classifier.test_windows", COUNT))),
-    ablation_table("grid-ablations", "metrics/ablations/grid"),
+    ablation_table("grid-ablations", "grid"),
+    ablation_table("grid-unseen", "grid", "unseen"),
+    ablation_table("grid-cremad", "grid", "cremad"),
 
     # ---- docs/demo.md
-    field_table("demo-figures", "metrics/demo.json", (
+    field_table("demo-figures", "reports/demo.json", (
         ("clips", "clips", COUNT), ("speakers", "speakers", COUNT),
         ("emotions", "emotions", COUNT), ("levels", "levels", COUNT),
         ("frames", "frames", COUNT),
@@ -174,7 +192,6 @@ TABLES: tuple[Table, ...] = (
         ("clip duration, s: min", "duration_s.min", "{:.2f}"),
         ("clip duration, s: mean", "duration_s.mean", "{:.2f}"),
         ("clip duration, s: max", "duration_s.max", "{:.2f}"),
-        ("stage wall time, s", "seconds", SECONDS),
         ("clips whose decoded frame count = n_frames", "decode.frames_match", COUNT),
         ("video codec", "decode.video_codecs", "{}"), ("frame rate, fps", "decode.fps", "{:g}"),
         ("audio codec", "decode.audio_codecs", "{}"),
@@ -227,11 +244,10 @@ TABLES: tuple[Table, ...] = (
         ("naive full-resolution per-frame loop, frames/s", "mead_1080p.naive_fps", "{:.1f}"),
         ("stage / naive", "mead_1080p.speedup", "{:.1f}x"),
         ("frames with a face", "mead_1080p.face_frame_share", SHARE))),
-    field_table("landmarks-stage", "metrics/landmarks.json", (
+    field_table("landmarks-stage", "reports/landmarks.json", (
         ("clips", "clips", COUNT), ("rejected", "rejected", COUNT), ("frames", "frames", COUNT),
         ("frames with a face", "face_frame_share", SHARE),
         ("detector runs per frame", "detections_per_frame", PX),
-        ("frames/s (stage wall clock)", "frames_per_s", "{:.0f}"),
         ("workers", "workers", COUNT), ("backend / detector", "backend", "{}"),
         ("still-point jitter, crop px", "jitter_px", PX),
         ("error vs the generator's landmarks, crop px", "groundtruth.mean_px", PX),
@@ -247,7 +263,7 @@ TABLES: tuple[Table, ...] = (
             label="GRID clips") for name in ("features", "features-tiny")),
 
     # ---- docs/model.md
-    fix_table("fix-reference", "overall", "vs the detector's landmarks"),
+    fix_table("fix-reference", "systems", "vs the detector's landmarks"),
     fix_table("fix-groundtruth", "corpora.demo.vs_ground_truth", "vs the demo ground truth"),
     Table("kan-heads", (Col("median ms", "median_ms", fmt="{:.0f}"), Col("min ms", "min_ms", fmt="{:.0f}"),
                         Col("saved for backward MB", "memory_mb", fmt="{:.1f}"),
@@ -407,6 +423,12 @@ def fmt(v, template: str) -> str:
     if isinstance(v, tuple):                       # several files: seeds
         mean, sd, _ = v
         return f"{fmt(mean, template)} ± {fmt(sd, template)}"
+    if isinstance(v, dict) and "ci_low" in v:      # a difference with its interval
+        mark = " *" if v.get("significant") else ""
+        return f"{v['mean']:+.3f} [{v['ci_low']:+.3f}, {v['ci_high']:+.3f}]{mark}"
+    if isinstance(v, dict) and "sd" in v:          # mean ± sd over seeds (no sd: one seed)
+        sd = v["sd"]
+        return fmt(v["mean"], template) + (f" ± {fmt(sd, template)}" if sd is not None else "")
     if isinstance(v, bool):
         return "yes" if v else "no"
     if isinstance(v, (list, dict)):
@@ -422,6 +444,8 @@ def fmt(v, template: str) -> str:
 def numeric(v) -> float | None:
     if isinstance(v, tuple):
         return v[0]
+    if isinstance(v, dict) and "mean" in v:
+        return numeric(v["mean"])
     return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
 
 
@@ -462,14 +486,15 @@ def render(root: Path, table: Table) -> str:
 
 
 def _best(table: Table, grid: list[list]) -> set[tuple[int, int]]:
-    if not table.best:
-        return set()
     out = set()
-    for j in range(len(table.columns)):
+    for j, col in enumerate(table.columns):
+        rule = col.best or table.best
+        if rule not in ("min", "max"):
+            continue
         nums = [(numeric(line[j]), id(line)) for line in grid]
         nums = [(x, i) for x, i in nums if x is not None]
         if nums:
-            best = (min if table.best == "min" else max)(x for x, _ in nums)
+            best = (min if rule == "min" else max)(x for x, _ in nums)
             out |= {(j, i) for x, i in nums if x == best}
     return out
 

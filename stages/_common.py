@@ -11,8 +11,13 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
-from kfusion.config import Config, ConfigError, dump, load
+from kfusion.config import Config, ConfigError, dump, load, test_set_config
 from kfusion.pipeline.io import StageError, StageRun
+
+
+# Stages that also run for each extra test set (evaluate.sets, dvc.yaml's foreach): with
+# `--set NAME` they read and write that set's folders (kfusion.config.test_set_config).
+SET_STAGES = ("index", "landmarks", "audio", "features", "windows", "evaluate")
 
 
 def run_stage(name: str, body: Callable[[Config, argparse.Namespace], object],
@@ -22,11 +27,16 @@ def run_stage(name: str, body: Callable[[Config, argparse.Namespace], object],
                                      description=(body.__doc__ or "").strip().splitlines()[0]
                                      if body.__doc__ else None)
     parser.add_argument("--params", default="params.yaml", help="params file (default: %(default)s)")
+    if name in SET_STAGES:
+        parser.add_argument("--set", default=None, metavar="NAME",
+                            help="run for the extra test set evaluate.sets.NAME")
     if add_args:
         add_args(parser)
     args = parser.parse_args(argv)
     try:
         cfg = load(args.params)
+        if getattr(args, "set", None):
+            cfg = test_set_config(cfg, args.set)
         body(cfg, args)
     except (ConfigError, StageError, FileNotFoundError) as e:
         print(f"error: {name}: {e}", file=sys.stderr)
@@ -37,10 +47,11 @@ def run_stage(name: str, body: Callable[[Config, argparse.Namespace], object],
 def finish_stage(cfg: Config, run: StageRun, out: str | Path, *, max_reject_fraction: float,
                  extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """The end every data stage shares: the config beside its outputs (<out>/config.yaml), its
-    rejects (<out>/rejects.parquet), its counts and `extra` figures in metrics/<stage>.json,
-    the one-line summary; a StageError above `max_reject_fraction`."""
+    rejects (<out>/rejects.parquet), its counts and `extra` figures in <reports>/<stage>.json
+    (timings in the untracked <stage>.log.json beside it), the one-line summary; a StageError
+    above `max_reject_fraction`."""
     dump(cfg, Path(out) / "config.yaml")
     run.extra.update(extra or {})
     return run.finish(rejects_path=Path(out) / "rejects.parquet",
-                      metrics_path=Path("metrics") / f"{run.stage}.json",
+                      report_path=Path(cfg.reports) / f"{run.stage}.json",
                       max_reject_fraction=max_reject_fraction)

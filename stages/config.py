@@ -9,7 +9,7 @@ files are unchanged, do not re-run.
 
 Writes data/config/<section>.yaml for every section of kfusion/config.py and
 data/config/run.yaml for the top-level keys (seed, device), every key resolved (defaults
-filled in).
+filled in); evaluate.sets goes to data/config/evaluate_sets.yaml, read by the *_set stages.
 """
 from __future__ import annotations
 
@@ -32,6 +32,10 @@ def _run(cfg: Config, args: argparse.Namespace) -> None:
     resolved = to_dict(cfg)
     top = {k: v for k, v in resolved.items() if not isinstance(v, dict)}
     files = {"run": top, **{k: v for k, v in resolved.items() if isinstance(v, dict)}}
+    # The extra test sets get a file of their own: declaring one must not re-run the
+    # model's own evaluate stage, which depends on evaluate.yaml only.
+    files["evaluate"] = dict(files["evaluate"])
+    files["evaluate_sets"] = {"sets": files["evaluate"].pop("sets", {})}
     for name, section in files.items():
         atomic_write_text(out / f"{name}.yaml", yaml.safe_dump(section, sort_keys=False))
     print(f"[config] {args.params} is valid; {len(files)} resolved sections -> {out}/",

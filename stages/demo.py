@@ -1,7 +1,7 @@
 """demo stage: generate the built-in demo corpus (MEAD layout, real media) and its ground truth.
 
 Writes data/demo/corpus/ (video + audio per clip), data/demo/groundtruth/shard-*.parquet,
-rejects.parquet, config.yaml, metrics/demo.json and plots/demo/contact_sheet.png.
+rejects.parquet, config.yaml, reports/demo.json and plots/demo/contact_sheet.png.
 """
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 Reads data/index/manifest.parquet; writes data/landmarks/shard-*.parquet (one row per clip,
 schema in kfusion.pipeline.data.landmarks.shard_schema), rejects.parquet, config.yaml,
-metrics/landmarks.json and plots/landmarks/contact_sheet.png.
+reports/landmarks.json and plots/landmarks/contact_sheet.png (a test set's: plots/landmarks/<set>/).
 
 Resumable: data/landmarks is `persist: true` in dvc.yaml, and a shard written for the same
 clip ids and the same settings is kept (kfusion.pipeline.data.landmark_shards), so an
@@ -35,7 +35,7 @@ def _run(cfg: Config, args) -> dict:
     figures = landmark_shards(cfg, manifest, out, ffmpeg, run)
     figures.update(jitter_px=jitter_px(out),
                    groundtruth=groundtruth_error(manifest, cfg.demo.out, out, cfg.landmarks.crop_px))
-    contact_sheet(out, Path("plots/landmarks/contact_sheet.png"))
+    contact_sheet(out, Path("plots/landmarks", getattr(args, "set", None) or "", "contact_sheet.png"))
     return finish_stage(cfg, run, out, max_reject_fraction=cfg.landmarks.max_reject_fraction,
                         extra=figures)
 

@@ -1,7 +1,8 @@
 """train stage: fit the KFusion model on data/windows/train, validate on val every epoch.
 
-Writes models/best.pt, models/last.pt (each with config, encoder, data fingerprint, history and
-the emotion head), models/train.json, models/config.yaml, and DVCLive logs in dvclive/train.
+Writes models/best.pt, models/last.pt (each with config, encoder, data fingerprint, history, the
+mean-motion baseline's trajectory and the emotion head), models/train.json, models/config.yaml,
+DVCLive logs in dvclive/train, and its timing in the untracked reports/train.log.json.
 Runs as one process, or under `torchrun --nproc_per_node N -m kfusion.stages.train` (DDP).
 """
 from __future__ import annotations
@@ -24,7 +25,7 @@ def _run(cfg: Config, args: argparse.Namespace) -> None:
     if result is None:  # a non-zero rank under torchrun
         return
     dump(cfg, out / "config.yaml")
-    s = write_summary(result, out / "train.json")
+    s = write_summary(result, out / "train.json", Path(cfg.reports) / "train.log.json")
     final = s["final"]
     print(f"[train] {s['epochs']} epochs (resumed after {s['resumed_from_epoch']}), "
           f"final train loss {final.get('train/loss', float('nan')):.4g}, "

@@ -2,7 +2,7 @@
 
 Reads data/index/manifest.parquet, data/landmarks, data/features and (demo corpus) the ground
 truth under data/demo/groundtruth; writes data/windows/<split>/{<array>.npy, windows.parquet,
-meta.json}, rejects.parquet, config.yaml and metrics/windows.json. How: window_build.py.
+meta.json}, rejects.parquet, config.yaml and reports/windows.json. How: window_build.py.
 """
 from __future__ import annotations
 

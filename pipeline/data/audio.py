@@ -133,7 +133,7 @@ def _summary(meta: dict) -> dict:
 def audio_shards(cfg: Config, rows: list[dict], out: Path, run: StageRun) -> dict[str, Any]:
     """Decode and check the manifest `rows` (sorted by clip id) into audio shards under `out`,
     a shard per worker job; a shard already complete is kept. Rejects and counts go on `run`;
-    returns the figures metrics/audio.json adds."""
+    returns the figures reports/audio.json adds."""
     plan = plan_shards([r["clip_id"] for r in rows], cfg.audio.clips_per_shard)
     jobs, i = [], 0
     for k, ids in enumerate(plan):

@@ -340,7 +340,7 @@ def encode_features(cfg: Config, out: Path, device: str, encoder: dict,
                     run: StageRun) -> dict[str, Any]:
     """Every audio shard's clips -> log-mel + wav2vec2 shards under `out` (a finished shard is
     kept), encoder.json (`encoder`, from encoder_record) beside them; rejects and counts on
-    `run`. Returns the figures metrics/features.json adds. The audio is at 16 kHz: the config
+    `run`. Returns the figures reports/features.json adds. The audio is at 16 kHz: the config
     accepts no other rate."""
     jobs = feature_jobs(cfg, out, encoder, device)
     workers = 1 if device == "cuda" else min(cfg.preprocess.workers, max(len(jobs), 1))

@@ -4,8 +4,13 @@ Layouts (see docs/data.md):
 - MEAD / demo: `<SPK>/video/front/<emotion>/level_<n>/<id>.mp4` + `<SPK>/audio/<emotion>/level_<n>/<id>.m4a`,
   extracted, or MEAD's per-speaker `<SPK>/video.tar` / `<SPK>/audio.tar` (members extracted on
   demand, front camera only, into a cache folder).
-- CREMA-D: `AudioWAV/<actor>_<sentence>_<EMO>_<LVL>.wav` + `VideoFlash/<same>.flv`.
+- CREMA-D: `VideoFlash/<actor>_<sentence>_<EMO>_<LVL>.flv` with `AudioWAV/<same>.wav`, or the
+  .flv's own audio track where there is no .wav (a copy of VideoFlash/ alone works).
 - GRID: `s<N>/<id>.mpg` (audio in the same container), optional `alignments/s<N>/<id>.align`.
+- folder (a user's own recordings): `<root>/<speaker>/<clip>.<video ext>`, with an optional
+  audio file of the same stem beside it (any container ffmpeg reads; else the video's own
+  audio track). Emotion neutral (level 1) unless `<root>/labels.csv` (columns `clip`, as
+  `<speaker>/<clip>`, and `emotion`, optional `level`) says otherwise.
 
 A clip is a (corpus, speaker, emotion, level, id) key with one video and one audio file.
 Anything that cannot become one (no partner, unknown emotion, unreadable file) is a reject.
@@ -50,20 +55,24 @@ CREMAD_SENTENCES = {
     "DFA": "Don't forget a jacket", "ITS": "I think I've seen this before",
     "TSI": "The surface is slick", "WSI": "We'll stop in a couple of minutes",
 }
-# Containers the index pairs in the MEAD layout: MEAD ships .mp4, home-made corpora in the same
-# layout bring what their cameras and tools write; ffmpeg decodes them all. Any other file in a
-# clip's folder is an `unsupported_file` reject (not silently skipped, leaving its partner
+# Containers the index pairs in the MEAD and folder layouts: MEAD ships .mp4, home-made corpora
+# bring what their cameras and tools write; ffmpeg decodes them all. Any other file in a clip's
+# folder is an `unsupported_file` reject (not silently skipped, leaving its partner
 # `unpaired`); hidden files (.DS_Store, ._*) are ignored.
 VIDEO_EXT = (".mp4", ".mov", ".m4v", ".mkv", ".avi", ".mpg", ".mpeg", ".webm", ".flv")
 AUDIO_EXT = (".m4a", ".aac", ".wav", ".mp3", ".flac", ".ogg", ".opus")
+FOLDER_LABELS = "labels.csv"
 # What each corpus' scan looks for under its root (the message when it finds nothing).
 LAYOUTS = {
     "mead": "<SPK>/video/front/<emotion>/level_<n>/<id>.mp4 with <SPK>/audio/<emotion>/level_<n>/"
             "<id>.m4a (or the per-speaker video.tar and audio.tar as downloaded)",
     "demo": "<SPK>/video/front/<emotion>/level_<n>/<id>.mp4 with <SPK>/audio/<emotion>/level_<n>/"
             "<id>.m4a (the demo stage writes it)",
-    "cremad": "AudioWAV/<actor>_<sentence>_<EMO>_<LVL>.wav with VideoFlash/<same name>.flv",
+    "cremad": "VideoFlash/<actor>_<sentence>_<EMO>_<LVL>.flv (its own audio, or AudioWAV/<same "
+              "name>.wav beside it)",
     "grid": "s<N>/<id>.mpg (video and audio in one file), optionally alignments/s<N>/<id>.align",
+    "folder": "<speaker>/<clip>.<video> with an optional same-stem audio file, and an optional "
+              f"{FOLDER_LABELS} (clip,emotion[,level])",
 }
 
 
@@ -226,6 +235,9 @@ def scan_cremad(root: Path) -> list[Candidate]:
                     c.problems.append(("unknown_level", f"{p.name}: level {lvl!r} is not one of "
                                                         f"{sorted(CREMAD_LEVELS)}"))
             setattr(c, f"{kind}_path", _abspath(p))
+    for c in found.values():   # no .wav: the .flv carries the clip's own audio track
+        if c.video_path and not c.audio_path:
+            c.audio_path = c.video_path
     return list(found.values())
 
 
@@ -246,6 +258,39 @@ def scan_grid(root: Path) -> list[Candidate]:
     return out
 
 
+def read_folder_labels(root: Path) -> dict[str, tuple[str, int]]:
+    """`<speaker>/<clip>` -> (emotion, level) from <root>/labels.csv (absent: {})."""
+    import csv
+    path = root / FOLDER_LABELS
+    if not path.is_file():
+        return {}
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    if rows and not {"clip", "emotion"} <= set(rows[0]):
+        raise FileNotFoundError(f"{path}: expected the columns clip (<speaker>/<clip>) and "
+                                f"emotion (optional: level); got {', '.join(rows[0])}")
+    return {r["clip"].strip(): (r["emotion"].strip(), int(r.get("level") or 1)) for r in rows}
+
+
+def scan_folder(root: Path) -> list[Candidate]:
+    """`<root>/<speaker>/<clip>.<video>` + optional `<clip>.<audio>`; labels from labels.csv."""
+    labels = read_folder_labels(root)
+    out = []
+    for spk_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+        files = sorted(p for p in spk_dir.iterdir() if p.is_file())
+        audio = {p.stem: p for p in files if p.suffix.lower() in AUDIO_EXT}
+        for p in (p for p in files if p.suffix.lower() in VIDEO_EXT):
+            emotion, level = labels.get(f"{spk_dir.name}/{p.stem}", ("neutral", 1))
+            video = _abspath(p)
+            c = Candidate("folder", spk_dir.name, emotion, level, p.stem, video,
+                          _abspath(audio[p.stem]) if p.stem in audio else video)
+            if emotion not in EMOTIONS:
+                c.problems.append(("unknown_emotion", f"{root / FOLDER_LABELS}: emotion {emotion!r} "
+                                                      f"of {spk_dir.name}/{p.stem} is not one of {list(EMOTIONS)}"))
+            out.append(c)
+    return out
+
+
 def scan(corpus: str, root: Path, cache_dir: Path) -> list[Candidate]:
     if not root.is_dir():
         raise FileNotFoundError(f"index.roots.{corpus}: {root} is not a folder (set it in "
@@ -256,6 +301,8 @@ def scan(corpus: str, root: Path, cache_dir: Path) -> list[Candidate]:
         return scan_cremad(root)
     if corpus == "grid":
         return scan_grid(root)
+    if corpus == "folder":
+        return scan_folder(root)
     raise ValueError(f"unknown corpus {corpus!r}")
 
 
@@ -344,7 +391,7 @@ def empty_root_message(corpus: str, root: Path, examples: int = 3) -> str:
 
 
 def index_metrics(cfg: Config, rows: list[dict]) -> dict:
-    """What metrics/index.json adds to the counts: clips per split and corpus, speakers, hours."""
+    """What reports/index.json adds to the counts: clips per split and corpus, speakers, hours."""
     return {
         "corpora": list(cfg.index.corpora), "split_by": cfg.split.by,
         "split_leaky": cfg.split.by == "window",

@@ -5,7 +5,7 @@ on one clip per job; the main process gathers the rows shard by shard and writes
 atomically. A shard's metadata records its clip ids, the settings that made it (a hash),
 its rejects and counts, so a re-run keeps every finished shard made with the same settings
 (data/landmarks is `persist: true`): an interrupted run redoes only unfinished shards.
-Also here: the figures of metrics/landmarks.json and the contact sheet.
+Also here: the figures of reports/landmarks.json and the contact sheet.
 """
 from __future__ import annotations
 
@@ -114,7 +114,7 @@ def landmark_shards(cfg: Config, manifest: list[dict], out: Path, ffmpeg: str,
                     run: StageRun) -> dict[str, Any]:
     """Landmark shards under `out` for the manifest's clips (sorted by id): finished shards
     are kept, the rest computed in workers. Rejects and processed clips go on `run`; returns
-    the counting figures of metrics/landmarks.json."""
+    the counting figures of reports/landmarks.json."""
     by_id = {r["clip_id"]: r for r in manifest}
     plan = plan_shards(list(by_id), cfg.landmarks.clips_per_shard)
     paths = [shard_path(out, k) for k in range(len(plan))]

@@ -30,8 +30,8 @@ from kfusion.shapes import EMOTIONS, N_POINTS, SPLITS, W2V_DIM, WINDOW_ARRAYS, W
 from kfusion.pipeline.data.executor import map_shards
 from kfusion.pipeline.data.features import read_meta, read_shard
 from kfusion.pipeline.data.index import read_manifest
-from kfusion.pipeline.data.windows import (WINDOWS_SCHEMA, gt_in_crop, landmark_rows, reference_frame,
-                                           valid_starts, window_split)
+from kfusion.pipeline.data.windows import (WINDOWS_SCHEMA, gt_in_crop, landmark_rows, outside_frame,
+                                           reference_frame, valid_starts, window_split)
 from kfusion.pipeline.io import StageError, atomic_path, write_json, write_parquet
 
 
@@ -125,10 +125,15 @@ def plan_shard(job: dict[str, Any]) -> list[dict[str, Any]]:
         starts = valid_starts(r["landmarks_px"], r["face_found"], n_mel, n_w2v, timing,
                               stride=wcfg.stride_frames, max_missing=wcfg.max_missing_frames)
         idf = r.get("identity_frame")
-        ref = reference_frame(r["landmarks_px"], idf if idf is not None and idf >= 0 else wcfg.identity_frame)
-        out.append({"clip_id": cid, "starts": starts, "n_frames": r["n_frames"],
-                    "identity": r["landmarks_px"][ref] if ref >= 0 else None,
-                    "landmark_shard": job["path"]})
+        preferred = idf if idf is not None and idf >= 0 else wcfg.identity_frame
+        ref = reference_frame(r["landmarks_px"], preferred)
+        plan = {"clip_id": cid, "starts": starts, "n_frames": r["n_frames"],
+                "identity": r["landmarks_px"][ref] if ref >= 0 else None,
+                "landmark_shard": job["path"]}
+        if wcfg.identity == "other_clip":   # the fallback, for a speaker with no other clip
+            f, kept = outside_frame(r["landmarks_px"], starts, wcfg.frames, preferred)
+            plan["outside"] = {"identity": r["landmarks_px"][f] if f >= 0 else None, "starts": kept}
+        out.append(plan)
     return out
 
 
@@ -152,8 +157,9 @@ class WindowPlan:
     by_shard: dict[str, list[dict]] = field(default_factory=lambda: defaultdict(list))
     rejects: list[tuple[str, str, str]] = field(default_factory=list)   # (clip id, reason, message)
     clips: int = 0                       # clips with at least one window
-    identity_fallbacks: int = 0          # speaker_neutral: speakers with no neutral clip
+    identity_fallbacks: int = 0          # speaker_neutral: no neutral clip; other_clip: no other clip
     speakers_with_neutral: int = 0
+    windows_dropped_for_identity: int = 0   # other_clip fallback: windows holding the identity frame
 
     def clip_ids(self) -> set[str]:
         return {it["clip_id"] for items in self.by_shard.values() for it in items}
@@ -172,6 +178,40 @@ def speaker_neutral(plans: list[dict], manifest: dict[str, dict]) -> dict[tuple[
     return {k: v[1] for k, v in best.items()}
 
 
+def identity_donors(plans: list[dict], manifest: dict[str, dict]) -> dict[str, str]:
+    """other_clip: clip id -> the clip of the same speaker whose reference frame is its
+    identity: a neutral clip first (lowest level, then id), else the first other clip by id."""
+    by_speaker: dict[tuple[str, str], list[tuple]] = defaultdict(list)
+    for p in plans:
+        m = manifest[p["clip_id"]]
+        if p["identity"] is not None:
+            by_speaker[(m["corpus"], m["speaker"])].append(
+                (m["emotion"] != "neutral", m["level"], p["clip_id"]))
+    donors = {}
+    for p in plans:
+        m = manifest[p["clip_id"]]
+        others = sorted(k for k in by_speaker[(m["corpus"], m["speaker"])] if k[2] != p["clip_id"])
+        if others:
+            donors[p["clip_id"]] = others[0][2]
+    return donors
+
+
+def _other_clip_identities(plans: list[dict], manifest: dict[str, dict], wp: WindowPlan) -> list[dict]:
+    """other_clip: the plans with each clip's identity from its donor clip, or from a frame
+    outside its windows (and the windows kept) where its speaker has no other clip."""
+    donors = identity_donors(plans, manifest)
+    ident = {p["clip_id"]: p["identity"] for p in plans}
+    out = []
+    for p in plans:
+        if p["clip_id"] in donors:
+            out.append({**p, "identity": ident[donors[p["clip_id"]]]})
+            continue
+        wp.identity_fallbacks += 1
+        wp.windows_dropped_for_identity += len(p["starts"]) - len(p["outside"]["starts"])
+        out.append({**p, **p["outside"]})
+    return out
+
+
 def assign_windows(plans: list[dict], manifest: dict[str, dict], wcfg: WindowsConfig,
                    scfg: SplitConfig) -> WindowPlan:
     """Each window's split (the clip's, or a seeded draw with split.by: window) and its row in
@@ -179,6 +219,8 @@ def assign_windows(plans: list[dict], manifest: dict[str, dict], wcfg: WindowsCo
     wp = WindowPlan()
     neutral = speaker_neutral(plans, manifest) if wcfg.identity == "speaker_neutral" else {}
     wp.speakers_with_neutral = len(neutral)
+    if wcfg.identity == "other_clip":
+        plans = _other_clip_identities(plans, manifest, wp)
     for p in plans:
         m = manifest[p["clip_id"]]
         if p.get("problem"):
@@ -288,7 +330,7 @@ def split_meta(cfg: Config, timing: WindowTiming, encoder: dict, rows: list[dict
             "corpora": sorted({r["corpus"] for r in rows}),
             "emotions": list(EMOTIONS), "identity": cfg.windows.identity,
             "identity_leaky": cfg.windows.identity == "window_first",
-            "identity_fallbacks_to_clip": identity_fallbacks,
+            "identity_fallbacks": identity_fallbacks,
             "split_by": cfg.split.by, "split_leaky": cfg.split.by == "window",
             "clips": len({r["clip_id"] for r in rows}),
             "emotion_counts": dict(Counter(r["emotion"] for r in rows)),
@@ -306,12 +348,13 @@ def write_tables(out: Path, wp: WindowPlan, cfg: Config, timing: WindowTiming, e
 
 def window_metrics(cfg: Config, wp: WindowPlan, src: WindowSources, plans: list[dict],
                    n_gt: int) -> dict[str, Any]:
-    """What metrics/windows.json adds to the counts."""
+    """What reports/windows.json adds to the counts."""
     missing = set(src.manifest) - {p["clip_id"] for p in plans}
     return {"windows_per_split": wp.counts, "split_by": cfg.split.by,
             "split_leaky": cfg.split.by == "window", "identity": cfg.windows.identity,
             "identity_leaky": cfg.windows.identity == "window_first",
-            "identity_fallbacks_to_clip": wp.identity_fallbacks,
+            "identity_fallbacks": wp.identity_fallbacks,
+            "windows_dropped_for_identity": wp.windows_dropped_for_identity,
             "speakers_with_neutral": wp.speakers_with_neutral,
             "clips_with_groundtruth": n_gt, "clips_missing_upstream": len(missing),
             "encoder": src.encoder.get("encoder", ""), "fallback": src.encoder.get("fallback")}

@@ -8,10 +8,16 @@ round(t0 * mel_rate_hz) .. + n_mel (mel_rate_hz = audio.sample_rate_hz / feature
 features, its landmarks are finite, and at most `windows.max_missing_frames` of its frames
 are bridged dropouts. The stage's two passes over the shards are in window_build.py.
 
-Identity landmarks (`windows.identity`): `clip` = the clip's reference frame (the frame the
-landmark stage stored as the identity image); `speaker_neutral` = that of the speaker's
-first neutral clip (falls back to `clip` where a speaker has none, counted);
-`window_first` = the window's own first frame (the authors' code; leaks the pose, labelled).
+Identity landmarks (`windows.identity`): `other_clip` (default) = the reference frame of
+another clip of the same speaker (a neutral one first: lowest level, then clip id; else the
+first other clip by id), so no window contains its own identity frame; a speaker with one
+clip gets a frame of that clip outside every one of its windows (`outside_frame`: a free
+frame when there is one, else the reference frame with the windows holding it dropped),
+counted. `clip` = the clip's reference frame (the frame the landmark stage stored as the
+identity image: the most confident of its first second, so inside some of its own windows);
+`speaker_neutral` = that of the speaker's first neutral clip (falls back to `clip` where a
+speaker has none, counted); `window_first` = the window's own first frame (the authors'
+code; leaks the pose, labelled).
 
 Split (`split.by`): the manifest's speaker- or clip-disjoint split, or `window`: windows
 drawn at random into train/val/test with the seeded fractions (the authors' code; leaky:
@@ -75,6 +81,24 @@ def reference_frame(landmarks: np.ndarray, preferred: int) -> int:
     if 0 <= preferred < len(landmarks) and np.isfinite(landmarks[preferred]).all():
         return preferred
     return int(finite[0]) if len(finite) else -1
+
+
+def outside_frame(landmarks: np.ndarray, starts: list[int], frames: int,
+                  preferred: int) -> tuple[int, list[int]]:
+    """An identity frame outside every window of the clip: (frame, the starts kept).
+
+    The finite frame no window covers that lies nearest `preferred`; when every finite frame
+    is covered, the reference frame, with the windows that hold it dropped. (-1, starts): no
+    finite frame."""
+    covered = np.zeros(len(landmarks), bool)
+    for s in starts:
+        covered[s:s + frames] = True
+    finite = np.isfinite(landmarks).all(axis=(1, 2))
+    free = np.flatnonzero(finite & ~covered)
+    if len(free):
+        return int(free[np.argmin(np.abs(free - preferred))]), list(starts)
+    f = reference_frame(landmarks, preferred)
+    return f, [s for s in starts if not s <= f < s + frames]
 
 
 def landmark_rows(table: pa.Table) -> Iterator[dict[str, Any]]:

@@ -1,5 +1,5 @@
 """What the demo stage reports on its corpus: decode checks per clip, the figures of
-metrics/demo.json (counts, durations, codecs, audio-visual sync, lip closure) and the contact
+reports/demo.json (counts, durations, codecs, audio-visual sync, lip closure) and the contact
 sheet plots/demo/contact_sheet.png."""
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ def decode_problem(check: dict, demo, n_frames: int) -> str | None:
 
 
 def summary(demo, results: list[dict]) -> dict:
-    """Counts, durations, decode checks, sync and lip-closure figures for metrics/demo.json."""
+    """Counts, durations, decode checks, sync and lip-closure figures for reports/demo.json."""
     lead_frames = demo.visual_lead_ms / 1000 * demo.fps
     dur = np.array([r["row"]["n_frames"] / demo.fps for r in results]) if results else np.zeros(1)
     mouths = [r["gap"] for r in results]

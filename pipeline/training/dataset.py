@@ -69,6 +69,23 @@ class WindowDataset(Dataset):
 MODEL_KEYS = ("mel", "w2v", "identity", "emotion")
 
 
+def mean_offset(ds: WindowDataset, chunk: int = 1024) -> np.ndarray:
+    """Mean over the windows of (landmarks - identity), (T, 68, 2) float64: the mean-motion
+    baseline's trajectory. The train stage stores it in the checkpoint (from the training
+    windows), so evaluation never reads training windows."""
+    a = ds.arrays()
+    total, n = None, 0
+    for i in range(0, len(ds), chunk):
+        j = min(i + chunk, len(ds))
+        off = np.asarray(a["landmarks"][i:j], np.float64) - \
+            np.asarray(a["identity"][i:j], np.float64)[:, None]          # (b, T, 68, 2)
+        total = off.sum(0) if total is None else total + off.sum(0)
+        n += len(off)
+    if not n:
+        raise FileNotFoundError(f"{ds.dir}: no windows for the mean-motion baseline")
+    return total / n
+
+
 def model_inputs(batch: dict[str, Any], device: torch.device | str) -> dict[str, torch.Tensor]:
     """The Model API part of a collated batch, on `device`."""
     return {k: batch[k].to(device, non_blocking=True) for k in MODEL_KEYS}

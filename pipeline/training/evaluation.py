@@ -1,25 +1,33 @@
-"""Evaluate a trained checkpoint on data/windows/test, beside baselines, per corpus and emotion.
+"""Evaluate a trained checkpoint on one test set, beside baselines and controls, per corpus
+and emotion.
 
-Systems, all on the same test windows:
-  - model:       the checkpoint (evaluate.checkpoint: best | last).
+Systems, all on the same test windows (`SYSTEMS`):
+  - model:       the checkpoint.
+  - audio_swap:  the same model and windows, each window's audio (log-mel and wav2vec2)
+                 replaced by that of a window of another clip (`swap_partners`, seeded by
+                 evaluate.swap_seed). The gap to `model` is how much of the score comes from
+                 the speech. A control of ours, not in the paper.
   - identity:    the identity landmarks held still for all 30 frames (LVD = the reference's
                  own mean speed, since the prediction does not move).
-  - mean_motion: identity + the mean offset trajectory of the training windows,
-                 mean_n(landmarks_n[t] - identity_n) for t = 0..29: what a model that ignores
-                 the audio but knows the average motion (and the average pose drift from the
-                 identity frame) would predict.
+  - mean_motion: identity + the mean offset trajectory of the checkpoint's training windows,
+                 mean_n(landmarks_n[t] - identity_n), stored in the checkpoint by the train
+                 stage: what a model that ignores the audio but knows the average motion would
+                 predict. Evaluation never reads training windows.
 References: the landmark detector's tracks (`target`, every corpus) and, where the corpus has
-it (demo), the generator's clean ground truth (`gt_landmarks`); against the latter, the
-detector itself is a fourth system (`detector`: its error is the floor no model trained on
-its tracks can be expected to beat).
+it (demo), the generator's clean ground truth; against the latter the detector itself is a
+fifth system (`detector`: the floor no model trained on its tracks can be expected to beat).
 
-Metrics: kfusion.pipeline.training.metrics (Eq. 13-15, crop px, per window then averaged over windows).
-`metrics.definition: reference | both` adds the authors' batch-level numbers, labelled.
+Metrics: kfusion.pipeline.training.metrics (Eq. 13-15 in crop px and mouth_r, per window, then
+averaged over windows). `metrics.definition: reference | both` adds the authors' numbers,
+labelled. Outputs (`EvalOutputs`): one compact JSON per system (the DVC metrics), a report with
+every breakdown, per-clip values (for the ablations' confidence intervals) and provenance,
+and the plots.
 """
 from __future__ import annotations
 
 import io
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -28,154 +36,235 @@ import pyarrow.parquet as pq
 import torch
 from torch.utils.data import DataLoader
 
-from kfusion.config import Config, model_switches
+from kfusion.config import Config, model_switches, paper_differences
 from kfusion.device import resolve_device
 from kfusion.pipeline.io import atomic_path, progress, write_json
+from kfusion.pipeline.training.bootstrap import clip_means
 from kfusion.pipeline.training.checkpoint import Trained, load_trained
 from kfusion.pipeline.training.dataset import (WindowDataset, check_finite_inputs, encoder_info,
                                                model_inputs)
-from kfusion.pipeline.training.metrics import METRIC_NAMES, MetricTable, ReferenceAccumulator
+from kfusion.pipeline.training.metrics import (METRIC_NAMES, MOUTH_R, TABLE_NAMES, MetricTable,
+                                               ReferenceAccumulator)
 from kfusion.shapes import EMOTIONS
 
-SYSTEMS = ("model", "identity", "mean_motion")
+SYSTEMS = ("model", "audio_swap", "identity", "mean_motion")
+NOT_IN_PAPER = ("mouth_r (the correlation of predicted and reference inner-lip opening) and "
+                "audio_swap (the model on another clip's audio) are controls of this project, "
+                "not in the paper")
 
 
-def mean_offset(train_dir: str | Path) -> np.ndarray:
-    """Mean over training windows of (landmarks - identity): (T, 68, 2) float64."""
-    ds = WindowDataset(train_dir)
-    a = ds.arrays()
-    total, n = None, 0
-    for i in range(0, len(ds), 1024):
-        off = np.asarray(a["landmarks"][i:i + 1024], np.float64) - \
-            np.asarray(a["identity"][i:i + 1024], np.float64)[:, None]     # (b, T, 68, 2)
-        total = off.sum(0) if total is None else total + off.sum(0)
-        n += len(off)
-    if not n:
-        raise FileNotFoundError(f"{train_dir}: no training windows for the mean-motion baseline")
-    return total / n
+@dataclass(frozen=True)
+class EvalOutputs:
+    """Where one test set's evaluation goes."""
+    metrics: Path         # the compact, declared DVC metrics (`compact_record`)
+    report: Path          # every breakdown, per-clip values, provenance
+    plots_dir: Path       # per_emotion.json, qualitative.png
+
+    @classmethod
+    def for_set(cls, cfg: Config, name: str) -> "EvalOutputs":
+        """The DAG's: <evaluate.out>/<set>.json, <reports>/evaluate.json (a test set's config
+        has its own reports folder), <evaluate.plots>/<set>/."""
+        return cls(Path(cfg.evaluate.out) / f"{name}.json", Path(cfg.reports) / "evaluate.json",
+                   Path(cfg.evaluate.plots) / name)
+
+    @classmethod
+    def under(cls, root: str | Path) -> "EvalOutputs":
+        """Everything in one folder (`kfusion evaluate --out`)."""
+        root = Path(root)
+        return cls(root / "metrics.json", root / "report.json", root / "plots")
+
+
+def swap_partners(clip_ids: list[str], seed: int) -> np.ndarray | None:
+    """For each window, the row of a window of another clip whose audio it gets in the
+    audio-swap control (seeded); None when the set has fewer than two clips."""
+    clips = np.asarray(clip_ids)
+    if len(set(clip_ids)) < 2:
+        return None
+    order = np.random.default_rng(seed).permutation(len(clips))
+    partners = np.empty(len(clips), np.int64)
+    for k, i in enumerate(order):       # walk the shuffled order to the next other clip
+        j = k + 1
+        while clips[order[j % len(order)]] == clips[i]:
+            j += 1
+        partners[i] = order[j % len(order)]
+    return partners
 
 
 def _rows(idx: np.ndarray, values: list[str]) -> np.ndarray:
     return np.asarray([values[i] for i in idx])
 
 
-def evaluate(cfg: Config, windows_dir: str | Path, checkpoint: str | Path, *,
-             out_json: str | Path, plots_dir: str | Path,
-             build_model: Callable[[Config], torch.nn.Module] | None = None) -> dict[str, Any]:
-    windows_dir = Path(windows_dir)
-    device = resolve_device(cfg.device)
-    trained = load_trained(checkpoint, device, build_model)
-    test = WindowDataset(windows_dir / "test")
-    enc = encoder_info(test.meta)
-    offset = torch.from_numpy(mean_offset(windows_dir / "train")).float()   # (T, 68, 2)
-    definition = cfg.metrics.definition
-    want_paper, want_ref = definition in ("paper", "both"), definition in ("reference", "both")
-    batch_size = cfg.metrics.reference_batch_size if want_ref else cfg.evaluate.batch_size
-    loader = DataLoader(test, batch_size=batch_size, shuffle=False, num_workers=0)
+@dataclass
+class _Scores:
+    """What one pass over the test windows accumulates."""
+    vs_ref: dict[str, MetricTable]
+    vs_gt: dict[str, MetricTable]
+    ref_acc: dict[tuple[str, str], ReferenceAccumulator] = field(default_factory=dict)
+    qual: dict[int, np.ndarray] = field(default_factory=dict)
+    clf_correct: dict[str, list[int]] = field(default_factory=dict)
 
-    vs_ref = {s: MetricTable() for s in SYSTEMS}
-    vs_gt = {s: MetricTable() for s in (*SYSTEMS, "detector")}
-    ref_acc: dict[tuple[str, str], ReferenceAccumulator] = {}
-    qual_idx = _qualitative_indices(len(test), cfg.evaluate.qualitative_windows)
-    qual: dict[int, np.ndarray] = {}
-    clf = trained.emotion_classifier
-    clf_correct: dict[str, list[int]] = {}
+
+def _predictions(trained: Trained, test: WindowDataset, batch: dict, device: torch.device,
+                 offset: torch.Tensor | None, partners: np.ndarray | None) -> dict[str, torch.Tensor]:
+    """Every system's (B, T, 68, 2) prediction for one batch, in crop px."""
+    identity, target = batch["identity"], batch["target"]
+    preds = {"model": trained.model(model_inputs(batch, device)).float().cpu()}
+    if partners is not None:
+        a, j = test.arrays(), partners[batch["index"].numpy()]
+        swapped = {**batch, "mel": torch.from_numpy(np.asarray(a["mel"][j], np.float32)),
+                   "w2v": torch.from_numpy(np.asarray(a["w2v"][j], np.float32))}
+        preds["audio_swap"] = trained.model(model_inputs(swapped, device)).float().cpu()
+    preds["identity"] = identity[:, None].expand_as(target)
+    if offset is not None:
+        preds["mean_motion"] = identity[:, None] + offset
+    return preds
+
+
+def _score(cfg: Config, trained: Trained, test: WindowDataset, device: torch.device,
+           offset: torch.Tensor | None, partners: np.ndarray | None) -> _Scores:
+    """One pass over the test windows: every system against the references."""
+    want_ref = cfg.metrics.definition in ("reference", "both")
     mcfg = trained.cfg.model
+    sc = _Scores({s: MetricTable() for s in SYSTEMS}, {s: MetricTable() for s in (*SYSTEMS, "detector")})
+    qual_idx = _qualitative_indices(len(test), cfg.evaluate.qualitative_windows)
+    clf = trained.emotion_classifier
+    loader = DataLoader(test, batch_size=cfg.evaluate.batch_size, shuffle=False, num_workers=0)
     with torch.no_grad():
         for step, batch in enumerate(progress(loader, desc="evaluate")):
-            check_finite_inputs(batch, f"evaluation of {windows_dir / 'test'}, batch {step}")
+            check_finite_inputs(batch, f"evaluation of {test.dir}, batch {step}")
             idx = batch["index"].numpy()
-            groups = {"corpus": _rows(idx, test.corpora), "emotion": _rows(idx, test.emotions)}
-            identity, target, gt = batch["identity"], batch["target"], batch["gt_landmarks"]
-            preds = {
-                "model": trained.model(model_inputs(batch, device)).float().cpu(),  # (B, T, 68, 2)
-                "identity": identity[:, None].expand_as(target),
-                "mean_motion": identity[:, None] + offset,
-            }
+            groups = {"corpus": _rows(idx, test.corpora), "emotion": _rows(idx, test.emotions),
+                      "clip": _rows(idx, test.clip_ids)}
+            target, gt = batch["target"], batch["gt_landmarks"]
+            preds = _predictions(trained, test, batch, device, offset, partners)
             for s, p in preds.items():
-                vs_ref[s].add(p, target, **groups)
-                vs_gt[s].add(p, gt, **groups)
-                if want_ref:
-                    for c in sorted(set(groups["corpus"])):
-                        sel = torch.from_numpy(groups["corpus"] == c)
-                        acc = ref_acc.setdefault((s, c), ReferenceAccumulator(
-                            mcfg.coord_low_px, mcfg.coord_high_px))
-                        acc.add(p[sel], target[sel])
-            vs_gt["detector"].add(target, gt, **groups)
-            for j, i in enumerate(idx):
-                if int(i) in qual_idx:
-                    qual[int(i)] = preds["model"][j].numpy()
+                sc.vs_ref[s].add(p, target, **groups)
+                sc.vs_gt[s].add(p, gt, **groups)
+                for c in sorted(set(groups["corpus"])) if want_ref else ():
+                    sel = torch.from_numpy(groups["corpus"] == c)   # a batch never mixes corpora
+                    sc.ref_acc.setdefault((s, c), ReferenceAccumulator(
+                        cfg.metrics.reference_batch_size, mcfg.coord_low_px,
+                        mcfg.coord_high_px)).add(p[sel], target[sel])
+            sc.vs_gt["detector"].add(target, gt, **groups)
+            sc.qual.update({int(i): preds["model"][j].numpy() for j, i in enumerate(idx)
+                            if int(i) in qual_idx})
             if clf is not None:
                 hit = (clf.predict(batch["mel"], batch["w2v"]) == batch["emotion"]).long().tolist()
                 for c, h in zip(groups["corpus"], hit):
-                    clf_correct.setdefault(str(c), []).append(h)
-
-    prov = {"encoder": enc["encoder"], "encoder_fallback": enc["encoder_fallback"],
-            "checkpoint": str(trained.path), "checkpoint_sha256": trained.sha256}
-    result = _assemble(cfg, trained, test, vs_ref, vs_gt, ref_acc, clf_correct, prov,
-                       want_paper, want_ref, batch_size)
-    write_json(out_json, result)
-    plots_dir = Path(plots_dir)
-    write_json(plots_dir / "per_emotion.json", per_emotion_rows(vs_ref["model"]))
-    plot_qualitative(plots_dir / "qualitative.png", test, qual,
-                     Path(cfg.evaluate.landmarks_dir), cfg.evaluate.qualitative_frames)
-    return result
+                    sc.clf_correct.setdefault(str(c), []).append(h)
+    return sc
 
 
-def _assemble(cfg: Config, trained: Trained, test: WindowDataset, vs_ref, vs_gt, ref_acc,
-              clf_correct, prov, want_paper: bool, want_ref: bool, batch_size: int) -> dict[str, Any]:
-    tcfg = trained.cfg
+def evaluate(cfg: Config, windows_dir: str | Path, checkpoint: str | Path, *,
+             outputs: EvalOutputs, set_name: str = "test", landmarks_dir: str | Path | None = None,
+             build_model: Callable[[Config], torch.nn.Module] | None = None) -> dict[str, Any]:
+    """Evaluate `checkpoint` on windows_dir/test; write the compact metrics, the report and
+    the plots (`outputs`); return the report."""
+    device = resolve_device(cfg.device)
+    trained = load_trained(checkpoint, device, build_model)
+    test = WindowDataset(Path(windows_dir) / "test")
+    if len(test) == 0:
+        raise FileNotFoundError(f"{Path(windows_dir) / 'test'}: no test windows to evaluate")
+    mm = trained.state.get("mean_motion")
+    offset = torch.as_tensor(mm).float() if mm is not None else None     # (T, 68, 2)
+    partners = swap_partners(test.clip_ids, cfg.evaluate.swap_seed)
+    sc = _score(cfg, trained, test, device, offset, partners)
+    report = _report(cfg, trained, test, sc, set_name)
+    write_json(outputs.report, report)
+    write_json(outputs.metrics, compact_record(report))
+    write_json(outputs.plots_dir / "per_emotion.json", per_emotion_rows(sc.vs_ref["model"]))
+    plot_qualitative(outputs.plots_dir / "qualitative.png", test, sc.qual,
+                     Path(landmarks_dir or cfg.landmarks.out), cfg.evaluate.qualitative_frames)
+    return report
+
+
+def compact_record(report: dict[str, Any]) -> dict[str, Any]:
+    """A test set's DVC metrics, narrow enough for `dvc metrics show` and `dvc exp show`: the
+    model's four metrics, mouth_r, the audio-swap control's M-LD (`swap_M-LD`) and the window
+    count as numbers; every system's numbers and the provenance (`key: value` lines) as lists,
+    which DVC's tables skip, so the record is complete and the tables stay narrow."""
+    systems, rec = report["systems"], {}
+    rec.update({k: v for k, v in systems["model"].items() if k != "windows" and v is not None})
+    if "audio_swap" in systems:
+        rec["swap_M-LD"] = systems["audio_swap"]["M-LD"]
+    rec["windows"] = systems["model"]["windows"]
+    rec["systems"] = [{"system": s, **{k: v for k, v in m.items() if v is not None}}
+                      for s, m in systems.items()]
+    rec["provenance"] = [f"{k}: {v}" for k, v in report["provenance"].items()]
+    return rec
+
+
+def provenance(cfg: Config, trained: Trained, test: WindowDataset, set_name: str) -> dict[str, Any]:
+    """How the numbers were made: checkpoint, encoder, training, data, departures from the paper."""
+    tcfg, enc = trained.cfg, encoder_info(test.meta)
+    return {"set": set_name, "corpora": sorted(set(test.corpora)),
+            "encoder": enc["encoder"], "encoder_fallback": enc["encoder_fallback"],
+            "checkpoint": str(trained.path), "checkpoint_sha256": trained.sha256,
+            "seed": tcfg.seed, "epochs": tcfg.train.epochs,
+            "best_epoch": trained.state.get("epoch"), "preset": tcfg.preset,
+            **model_switches(tcfg.model),   # fusion, ablation switches, inputs, target
+            "differs_from_paper": paper_differences(tcfg),
+            "identity": test.meta.get("identity"), "split_by": test.meta.get("split_by"),
+            "definition": cfg.metrics.definition}
+
+
+def _report(cfg: Config, trained: Trained, test: WindowDataset, sc: _Scores,
+            set_name: str) -> dict[str, Any]:
+    prov = provenance(cfg, trained, test, set_name)
+    present = [s for s in SYSTEMS if sc.vs_ref[s].count]
     out: dict[str, Any] = {
-        "definition": cfg.metrics.definition,
-        "units": "pixels of the 256x256 crop (paper Eq. 13-15); per window, then mean over windows",
-        **prov,
-        "trained": {"seed": tcfg.seed, "epochs": tcfg.train.epochs,
-                    "best_epoch": trained.state.get("epoch"),
-                    **model_switches(tcfg.model)},   # fusion, ablation switches, inputs
+        "units": "pixels of the 256x256 crop (paper Eq. 13-15); per window, then mean over "
+                 "windows; mouth_r: Pearson r per window, then mean",
+        "not_in_paper": NOT_IN_PAPER, "provenance": prov,
+        "systems": {s: sc.vs_ref[s].summary() for s in present},
+        "corpora": {c: _corpus_block(cfg, sc, c, present) for c in sorted(set(test.corpora))},
+        "per_clip": _per_clip(sc, present),
     }
-    if want_paper:
-        overall = vs_ref["model"].summary()
-        out.update({k: overall[k] for k in METRIC_NAMES})  # headline: model vs reference, all corpora
-        out["windows"] = overall["windows"]
-        out["overall"] = {s: vs_ref[s].summary() for s in SYSTEMS}
-    corpora: dict[str, Any] = {}
-    for c in sorted(set(test.corpora)):
-        block: dict[str, Any] = {"corpus": c, **prov}
-        if want_paper:
-            block["vs_reference"] = {s: vs_ref[s].by("corpus").get(c, {}) for s in SYSTEMS}
-            gt = {s: vs_gt[s].by("corpus").get(c) for s in vs_gt}
-            if any(gt.values()):
-                block["vs_ground_truth"] = {s: v for s, v in gt.items() if v}
-            block["per_emotion"] = _per_emotion(vs_ref["model"], c)
-        if want_ref:
-            block["reference_definition"] = {
-                "label": "the authors' code (metrix/LM.py): batch Frobenius norm in min-max "
-                         "scaled units; 'LVD' is within-frame differences to landmark 0; "
-                         "NOT Eq. 13-15",
-                "batch_size": batch_size,
-                **{s: ref_acc[(s, c)].summary() for s in SYSTEMS if (s, c) in ref_acc}}
-        if c in clf_correct:
-            hits = clf_correct[c]
-            block["emotion_classifier_accuracy"] = float(np.mean(hits)) if hits else float("nan")
-        corpora[c] = block
-    out["corpora"] = corpora
-    all_hits = [h for v in clf_correct.values() for h in v]
-    if all_hits:
-        out["emotion_classifier"] = {"test_accuracy": float(np.mean(all_hits)),
-                                     "test_windows": len(all_hits),
+    hits = [h for v in sc.clf_correct.values() for h in v]
+    if hits:
+        out["emotion_classifier"] = {"test_accuracy": float(np.mean(hits)), "test_windows": len(hits),
                                      "chance": 1.0 / len(EMOTIONS)}
     return out
 
 
-def _per_emotion(table: MetricTable, corpus: str) -> dict[str, Any]:
-    vals, grps = table.per_window()
-    sel_c = grps.get("corpus", np.zeros(0)) == corpus
-    out = {}
-    for e in EMOTIONS:
-        sel = sel_c & (grps["emotion"] == e)
-        if sel.any():
-            out[e] = {"windows": int(sel.sum()), **{k: float(v[sel].mean()) for k, v in vals.items()}}
+def _corpus_block(cfg: Config, sc: _Scores, corpus: str, present: list[str]) -> dict[str, Any]:
+    block: dict[str, Any] = {"vs_reference": {s: sc.vs_ref[s].by("corpus").get(corpus, {})
+                                              for s in present}}
+    gt = {s: sc.vs_gt[s].by("corpus").get(corpus) for s in sc.vs_gt}
+    if any(gt.values()):
+        block["vs_ground_truth"] = {s: v for s, v in gt.items() if v}
+    block["per_emotion"] = _per_emotion(sc.vs_ref["model"], corpus)
+    if cfg.metrics.definition in ("reference", "both"):
+        block["reference_definition"] = {
+            "label": "the authors' code (metrix/LM.py): batch Frobenius norm in min-max scaled "
+                     "units over fixed batches of one corpus (last partial batch dropped); "
+                     "'LVD' is within-frame differences to the first listed landmark (mouth in "
+                     "their order 49..67, 48); NOT Eq. 13-15",
+            "batch_size": cfg.metrics.reference_batch_size,
+            **{s: sc.ref_acc[(s, corpus)].summary() for s in present if (s, corpus) in sc.ref_acc}}
+    if corpus in sc.clf_correct:
+        block["emotion_classifier_accuracy"] = float(np.mean(sc.clf_correct[corpus]))
+    return block
+
+
+def _per_clip(sc: _Scores, present: list[str]) -> dict[str, Any]:
+    """Each clip's mean of each metric per system: what the ablations' paired bootstrap
+    resamples. Columnar: clip_ids, then system -> metric -> values in that order."""
+    out: dict[str, Any] = {}
+    for s in present:
+        vals, grps = sc.vs_ref[s].per_window()
+        per = {k: clip_means(vals[k], grps["clip"]) for k in TABLE_NAMES}
+        if "clip_ids" not in out:
+            out["clip_ids"] = sorted(per["F-LD"])
+        out[s] = {k: [per[k].get(c) for c in out["clip_ids"]] for k in TABLE_NAMES}
     return out
+
+
+def _per_emotion(table: MetricTable, corpus: str) -> dict[str, Any]:
+    _, grps = table.per_window()
+    sel_c = grps.get("corpus", np.zeros(0)) == corpus
+    return {e: table.summary(sel_c & (grps["emotion"] == e))
+            for e in EMOTIONS if (sel_c & (grps["emotion"] == e)).any()}
 
 
 def per_emotion_rows(table: MetricTable) -> list[dict[str, Any]]:
@@ -187,7 +276,8 @@ def per_emotion_rows(table: MetricTable) -> list[dict[str, Any]]:
     rows = []
     for c in corpora:
         for e, m in _per_emotion(table, c).items():
-            rows.append({"emotion": e if len(corpora) == 1 else f"{c}/{e}", "corpus": c, **m})
+            rows.append({"emotion": e if len(corpora) == 1 else f"{c}/{e}", "corpus": c,
+                         **{k: m[k] for k in ("windows", *METRIC_NAMES)}, MOUTH_R: m[MOUTH_R]})
     return rows
 
 
@@ -254,3 +344,16 @@ def plot_qualitative(path: Path, test: WindowDataset, preds: dict[int, np.ndarra
     plt.close(fig)
     with atomic_path(path) as tmp:
         tmp.write_bytes(buf.getvalue())
+
+
+def summary_line(report: dict[str, Any]) -> str:
+    """One line: windows, then M-LD / M-LVD / mouth_r of each system, and the encoder."""
+    systems = report["systems"]
+    n = next(iter(systems.values()))["windows"] if systems else 0
+    parts = []
+    for s, m in systems.items():
+        r = m.get(MOUTH_R)
+        parts.append(f"{s} {m['M-LD']:.3f}/{m['M-LVD']:.3f}" + (f"/r {r:.2f}" if r is not None else ""))
+    p = report["provenance"]
+    return (f"{n} windows; M-LD/M-LVD px: " + ", ".join(parts)
+            + f" (encoder {p['encoder']}, fallback {p['encoder_fallback']})")

@@ -49,12 +49,12 @@ from torch.utils.data import DataLoader, DistributedSampler, default_collate
 from kfusion.config import Config, to_dict
 from kfusion.device import resolve_device
 from kfusion.model.kan import KAN
-from kfusion.pipeline.io import StageError, progress, write_json
+from kfusion.pipeline.io import StageError, progress, split_run_log, write_json
 from kfusion.pipeline.training.checkpoint import (CHECKPOINT_VERSION, add_emotion_head,
                                                   load_checkpoint, save_checkpoint)
 from kfusion.pipeline.training.dataset import (WindowDataset, check_finite_inputs, data_fingerprint,
-                                               encoder_info, model_inputs, non_finite_error,
-                                               non_finite_inputs)
+                                               encoder_info, mean_offset, model_inputs,
+                                               non_finite_error, non_finite_inputs)
 from kfusion.pipeline.training.emotion import fit_emotion_head
 from kfusion.pipeline.training.metrics import MetricTable
 
@@ -369,9 +369,12 @@ def _set_up(cfg: Config, windows_dir: Path, build_model: Callable[[Config], nn.M
                                               batch_size=cfg.train.batch_size)
     val_loader = make_loader(val_ds, cfg, Dist(), shuffle=False,
                              batch_size=cfg.train.batch_size)[0] if val_ds and len(val_ds) else None
+    # the mean-motion baseline's trajectory travels with the weights: evaluating this
+    # checkpoint on any corpus never needs its training windows
     provenance = {"config": to_dict(cfg), "encoder": encoder_info(train_ds.meta),
                   "data": fingerprint, "world_size": d.world, "device": d.device.type,
-                  "amp": amp, "version": CHECKPOINT_VERSION}
+                  "amp": amp, "version": CHECKPOINT_VERSION,
+                  "mean_motion": torch.from_numpy(mean_offset(train_ds)).float()}   # (T, 68, 2)
     return _Run(cfg=cfg, d=d, loss_fn=loss_fn, amp=amp, train_ds=train_ds, val_ds=val_ds,
                 model=model, opt=opt, sched=sched,
                 scaler=torch.amp.GradScaler(d.device.type, enabled=amp),
@@ -499,12 +502,16 @@ def _train_emotion_head(cfg: Config, train_ds: WindowDataset, val_ds: WindowData
     return report
 
 
-def write_summary(result: TrainResult, path: str | Path) -> dict[str, Any]:
+def write_summary(result: TrainResult, path: str | Path, log_path: str | Path) -> dict[str, Any]:
+    """The run's results in `path` (beside the checkpoints: DVC-tracked), its timing and
+    resumption in the untracked `log_path`; returns both together."""
     last = result.history[-1] if result.history else {}
     best = min(result.history, key=lambda r: r.get("val/loss", r["train/loss"])) if result.history else {}
     summary = {"epochs": len(result.history), "resumed_from_epoch": result.resumed_from,
                "seconds": round(result.seconds, 2), "final": last,
                "best_epoch": best.get("epoch"), "best": best,
                "emotion_classifier": result.emotion_classifier}
-    write_json(path, summary)
+    results, log = split_run_log(summary)
+    write_json(path, results)
+    write_json(log_path, log)
     return summary

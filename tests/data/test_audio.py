@@ -47,11 +47,11 @@ def test_stage_on_realclips(tmp_path, monkeypatch):
     # MEAD: 48 kHz stereo AAC, 3.69 s of audio under 3.73 s of video: kept, not trimmed
     assert got["mead"]["duration_s"] == pytest.approx(3.69, abs=0.01)
     import json
-    m = json.loads((tmp_path / "metrics/audio.json").read_text())
+    m = json.loads((tmp_path / "reports/audio.json").read_text())
     assert (m["processed"], m["rejected"], m["shards"]) == (4, 3, 3)
     # a second run finds every shard complete and redoes none
     assert audio_stage.main(["--params", "p.yaml"]) == 0
-    assert json.loads((tmp_path / "metrics/audio.json").read_text())["shards_resumed"] == 3
+    assert json.loads((tmp_path / "reports/audio.log.json").read_text())["shards_resumed"] == 3
 
 
 def test_check_audio_rules():

@@ -101,12 +101,13 @@ def test_stage_writes_resumes_and_records_encoder(tmp_path, monkeypatch, fmt):
     before = shards[1].read_bytes()
     shards[0].unlink()   # as if killed before shard 0 landed
     assert features_stage.main(["--params", "p.yaml"]) == 0
-    m = json.loads((tmp_path / "metrics/features.json").read_text())
+    m = json.loads((tmp_path / "reports/features.log.json").read_text())
+    m.update(json.loads((tmp_path / "reports/features.json").read_text()))
     assert (m["shards_resumed"], m["processed"], m["fallback"]) == (1, 3, False)
     assert shards[1].read_bytes() == before and shards[0].exists()
     assert m["real_time_factor"] > 0   # over the re-encoded shard only
     assert features_stage.main(["--params", "p.yaml"]) == 0   # nothing left to encode
-    m = json.loads((tmp_path / "metrics/features.json").read_text())
+    m = json.loads((tmp_path / "reports/features.log.json").read_text())
     assert m["shards_resumed"] == 2 and m["real_time_factor"] is None
     again = {r["clip_id"]: r for p in shards for r in read_shard(p)}
     assert np.array_equal(again["c0"]["w2v"], got["c0"]["w2v"])

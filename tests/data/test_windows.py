@@ -77,7 +77,8 @@ def test_window_split_fractions():
 
 @pytest.mark.slow
 @pytest.mark.realdata
-@pytest.mark.parametrize("identity,by", [("clip", "clip"), ("window_first", "window")])
+@pytest.mark.parametrize("identity,by", [("clip", "clip"), ("window_first", "window"),
+                                         ("other_clip", "clip")])
 def test_stage_end_to_end_on_grid(tmp_path, monkeypatch, identity, by):
     from kfusion.stages import audio, features, index, landmarks, windows
     root = small_grid(tmp_path / "grid", n=2)
@@ -91,7 +92,7 @@ def test_stage_end_to_end_on_grid(tmp_path, monkeypatch, identity, by):
                  windows={"identity": identity, "stride_frames": 15})  # the count below is by hand
     for stage in (index, audio, features, landmarks, windows):
         assert stage.main(["--params", "p.yaml"]) == 0, stage.__name__
-    m = json.loads((tmp_path / "metrics/windows.json").read_text())
+    m = json.loads((tmp_path / "reports/windows.json").read_text())
     assert (m["processed"], m["rejected"]) == (2, 0)
     lm = {r["clip_id"]: read_clip(r) for r in iter_rows("data/landmarks")}
     feats = {f["clip_id"]: f for p in sorted((tmp_path / "data/features").glob("shard-*")) for f in read_shard(p)}
@@ -109,8 +110,12 @@ def test_stage_end_to_end_on_grid(tmp_path, monkeypatch, identity, by):
             assert np.array_equal(a["landmarks"][i], c["landmarks_px"][s:s + 30])
             assert np.array_equal(a["mel"][i], f["mel"][m0:m0 + 100])
             assert np.array_equal(a["w2v"][i], f["w2v"][w0:w0 + 49])
-            ref = s if identity == "window_first" else c["identity_frame"]
-            assert np.array_equal(a["identity"][i], c["landmarks_px"][ref])
+            if identity == "other_clip":   # two clips of s1: each takes the other's frame
+                o = next(v for k, v in lm.items() if k != w["clip_id"])
+                assert np.array_equal(a["identity"][i], o["landmarks_px"][o["identity_frame"]])
+            else:
+                ref = s if identity == "window_first" else c["identity_frame"]
+                assert np.array_equal(a["identity"][i], c["landmarks_px"][ref])
             assert a["emotion"][i] == 0 and np.isnan(a["gt_landmarks"][i]).all()
         total += len(table)
     # GRID: 75 frames at 25 fps -> 90 at 30 fps; 2.98 s of audio: starts 0, 15, 30, 45 (60 needs 3.0 s)

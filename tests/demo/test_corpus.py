@@ -88,7 +88,7 @@ def test_mouth_opening_follows_audio_energy(tiny_run):
     lead_frames = gt[clips[0][0]]["params"]["visual_lead_ms"] / 1000 * 30
     assert abs(lag - lead_frames) <= 2
     assert corr[lag] > 0.45, corr
-    metrics = json.loads((tiny_run / "metrics/demo.json").read_text())
+    metrics = json.loads((tiny_run / "reports/demo.json").read_text())
     assert metrics["processed"] == 4 and metrics["sync"]["peak_lag_frames"] == lag
 
 

@@ -114,7 +114,7 @@ def test_no_clip_is_dropped_without_a_reject_record(run):
         out, rej = set(run[stage]), set(run["rejects"][stage])
         assert out | rej == set(inputs) and not out & rej, stage
     for stage in STAGES:   # the metrics agree with the tables
-        m = json.loads((run["tmp"] / f"metrics/{stage}.json").read_text())
+        m = json.loads((run["tmp"] / f"reports/{stage}.json").read_text())
         assert m["rejected"] == len(run["rejects"][stage]), stage
 
 

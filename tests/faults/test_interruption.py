@@ -138,7 +138,8 @@ def _straight_and_killed(tmp_path: Path, stage: str, make_dir) -> tuple:
     _run(stage, killed)
     assert all((out / n).stat().st_mtime_ns == t for n, t in before.items())
     assert not list(out.glob(".shard-*"))
-    return clips, straight, out, present, json.loads((killed / f"metrics/{stage}.json").read_text())
+    return clips, straight, out, present, {**json.loads((killed / f"reports/{stage}.json").read_text()),
+                                                 **json.loads((killed / f"reports/{stage}.log.json").read_text())}
 
 
 def test_landmarks_sigkill_then_rerun_equals_uninterrupted(tmp_path):

@@ -21,7 +21,7 @@ def test_version() -> None:
     assert r.returncode == 0 and r.stdout.strip() == f"kfusion {__version__}"
 
 
-@pytest.mark.parametrize("sub", ["config", "report", "stage", "predict"])
+@pytest.mark.parametrize("sub", ["config", "report", "evaluate", "stage", "predict"])
 def test_each_subcommand_has_help(sub: str) -> None:
     r = _kfusion(sub, "--help")
     assert r.returncode == 0 and f"usage: kfusion {sub}" in r.stdout
@@ -29,7 +29,7 @@ def test_each_subcommand_has_help(sub: str) -> None:
 
 def test_subcommands_are_the_documented_ones() -> None:
     sub = next(a for a in build_parser()._actions if a.dest == "command")
-    assert set(sub.choices) == {"config", "report", "stage", "predict"}
+    assert set(sub.choices) == {"config", "report", "evaluate", "stage", "predict"}
 
 
 def test_config_error_is_one_line_exit_2(tmp_path: Path) -> None:
@@ -40,18 +40,25 @@ def test_config_error_is_one_line_exit_2(tmp_path: Path) -> None:
     assert r.stderr.strip().count("\n") == 0 and "model.fusion" in r.stderr and "Traceback" not in r.stderr
 
 
-def test_report_formats_model_and_baselines(tmp_path: Path) -> None:
+def test_report_formats_model_controls_and_baselines(tmp_path: Path) -> None:
     import json
-    m = {"units": "px", "encoder": "w2v", "encoder_fallback": True, "checkpoint": "models/best.pt",
+    m = {"units": "px", "not_in_paper": "mouth_r and audio_swap are not in the paper",
+         "provenance": {"set": "test", "encoder": "w2v", "encoder_fallback": True,
+                        "checkpoint": "models/best.pt", "preset": "ours", "seed": 3,
+                        "differs_from_paper": {"model.mel_norm": "window"}},
          "corpora": {"demo": {"vs_reference": {
-             "model": {"windows": 3, "M-LD": 1.5, "M-LVD": 0.25, "F-LD": 2.0, "F-LVD": 0.125},
-             "identity": {"windows": 3, "M-LD": 4.0, "M-LVD": 1.0, "F-LD": 3.0, "F-LVD": 0.5}}}}}
+             "model": {"windows": 3, "M-LD": 1.5, "M-LVD": 0.25, "F-LD": 2.0, "F-LVD": 0.125,
+                       "mouth_r": 0.5},
+             "identity": {"windows": 3, "M-LD": 4.0, "M-LVD": 1.0, "F-LD": 3.0, "F-LVD": 0.5,
+                          "mouth_r": None}}}}}
     (tmp_path / "e.json").write_text(json.dumps(m))
-    r = _kfusion("report", "--metrics", str(tmp_path / "e.json"))
+    r = _kfusion("report", "--report", str(tmp_path / "e.json"))
     assert r.returncode == 0
     lines = r.stdout.splitlines()
-    assert "fallback: True" in lines[1]
-    assert lines[3].split() == ["demo", "reference", "model", "3", "1.500", "0.250", "2.000", "0.125"]
-    assert lines[4].split()[2:] == ["identity", "3", "4.000", "1.000", "3.000", "0.500"]
-    r = _kfusion("report", "--metrics", str(tmp_path / "missing.json"))
+    assert "fallback: True" in lines[1] and "seed 3" in lines[1]
+    assert lines[2] == "differs from the paper: model.mel_norm=window"
+    assert lines[4].split() == ["demo", "reference", "model", "3", "1.500", "0.250", "2.000", "0.125", "0.500"]
+    assert lines[5].split()[2:] == ["identity", "3", "4.000", "1.000", "3.000", "0.500", "-"]
+    assert lines[-1].endswith("not in the paper")
+    r = _kfusion("report", "--report", str(tmp_path / "missing.json"))
     assert r.returncode == 2 and "run `dvc repro`" in r.stderr

@@ -23,7 +23,7 @@ def test_repo_params_file_is_valid_and_complete(repo_root: Path) -> None:
     def keys(d: dict, prefix: str = "") -> set[str]:
         out = set()
         for k, v in d.items():
-            out |= keys(v, f"{prefix}{k}.") if isinstance(v, dict) and k != "roots" else {prefix + k}
+            out |= keys(v, f"{prefix}{k}.") if isinstance(v, dict) and k not in ("roots", "sets") else {prefix + k}
         return out
     assert keys(data) == keys(C.to_dict(cfg))
 

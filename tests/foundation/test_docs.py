@@ -18,7 +18,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "tables.py"
 # What the tables read, copied into a scratch root so tests can change it.
-SOURCES = ("README.md", "docs", "metrics", "bench/results")
+SOURCES = ("README.md", "docs", "metrics", "reports", "bench/results")
 
 
 def _docs(root: Path = REPO) -> list[Path]:
@@ -59,14 +59,38 @@ def _block(text: str, name: str) -> str:
     return re.search(rf"<!-- table: {name} -->\n(.*?)<!-- /table -->", text, re.S)[1]
 
 
+ROWS = ("wo-kfusion", "wo-lstm", "wo-global", "repl-mlp", "paper", "proposed")
+
+
+def _summary(root: Path, corpus: str = "demo") -> Path:
+    """A summary.json as scripts/ablations.py writes it: Proposed best everywhere."""
+    cell = lambda v, sd=0.01: {"mean": v, "sd": sd, "n": 3}   # noqa: E731
+    rows = {}
+    for k, slug in enumerate(ROWS):
+        v = 6.0 - k
+        block = {"model": {"M-LD": cell(v), "M-LVD": cell(v / 2), "F-LD": cell(v / 3),
+                           "F-LVD": cell(v / 4), "mouth_r": cell(0.1 * k)},
+                 "audio_swap": {"M-LD": cell(v + 1)},
+                 "differs_from_paper": {} if slug == "paper" else {"model.mel_norm": "window"}}
+        if slug != "proposed":
+            block["proposed_minus_row"] = {"M-LD": {"mean": k - 5.0, "ci_low": k - 5.5,
+                                                    "ci_high": k - 4.5, "significant": True}}
+        rows[slug] = {"label": slug, "test": block}
+    rows["identity"] = {"label": "identity", "test": {"model": {"M-LD": cell(9.0), "M-LVD": cell(0.1)}}}
+    path = root / "metrics/ablations" / corpus / "summary.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"corpus": corpus, "sets": ["test"], "rows": rows}))
+    return path
+
+
 def test_check_names_the_table_whose_number_was_edited_by_hand(scratch):
+    _summary(scratch)
+    assert _tables(scratch).returncode == 0
     readme = scratch / "README.md"
     text = readme.read_text()
-    proposed = json.loads((scratch / "metrics/ablations/kf-proposed.json").read_text())
-    cell = f"{proposed['overall']['model']['M-LD']:.3f}"
     block = _block(text, "demo-ablations")
-    assert f"**{cell}**" in block
-    readme.write_text(text.replace(block, block.replace(f"**{cell}**", "**1.000**")))
+    assert "| **Proposed (ours)** (defaults) | **1.000 ± 0.010** |" in block
+    readme.write_text(text.replace(block, block.replace("**1.000 ± 0.010**", "**0.500 ± 0.010**")))
     r = _tables(scratch, "--check")
     assert r.returncode == 1
     assert "README.md: table demo-ablations" in r.stderr
@@ -75,43 +99,47 @@ def test_check_names_the_table_whose_number_was_edited_by_hand(scratch):
     assert readme.read_text() == text
 
 
-def test_a_changed_json_value_reaches_its_table_formatted(scratch):
-    path = scratch / "metrics/ablations/kf-wo-lstm.json"
-    m = json.loads(path.read_text())
-    m["overall"]["model"]["F-LVD"] = 0.25        # better than every other row: bold
-    path.write_text(json.dumps(m))
-    assert _tables(scratch, "--check").returncode == 1
+def test_ablation_table_cells_mean_sd_interval_and_best(scratch):
+    path = _summary(scratch)
+    s = json.loads(path.read_text())
+    s["rows"]["wo-lstm"]["test"]["model"]["F-LVD"] = {"mean": 0.125, "sd": None, "n": 1}
+    s["rows"]["repl-mlp"]["test"]["proposed_minus_row"]["M-LD"] = {
+        "mean": 0.012, "ci_low": -0.02, "ci_high": 0.04, "significant": False}
+    path.write_text(json.dumps(s))
     assert _tables(scratch).returncode == 0
-    row = next(line for line in _block((scratch / "README.md").read_text(), "demo-ablations")
-               .splitlines() if line.startswith("| w/o LSTM"))
-    assert row.endswith("| **0.250** |")
+    block = _block((scratch / "README.md").read_text(), "demo-ablations")
+    lines = {ln.split(" | ")[0]: ln for ln in block.splitlines() if ln.startswith("| ")}
+    # one seed: no sd; best of the column in bold (F-LVD: lowest; mouth r: highest)
+    assert "| **0.125** |" in lines["| w/o LSTM (`model.lstm=false`)"]
+    assert "| **0.500 ± 0.010** |" in lines["| **Proposed (ours)** (defaults)"]   # mouth r
+    assert lines["| w/o LSTM (`model.lstm=false`)"].endswith("| -4.000 [-4.500, -3.500] * |")
+    assert lines["| repl MLP (`model.fusion=mlp`)"].endswith("| +0.012 [-0.020, +0.040] |")
+    assert lines["| baseline: identity landmarks held still"].startswith(
+        "| baseline: identity landmarks held still | 9.000 ± 0.010 | **0.100 ± 0.010** |")
+    sw = _block((scratch / "README.md").read_text(), "demo-ablation-switches")
+    assert "| paper-exact (`preset=paper`) | none |" in sw
+    assert "| w/o LSTM (`model.lstm=false`) | model.mel_norm |" in sw
 
 
 def test_an_absent_file_says_not_measured_yet_with_its_command(scratch):
-    (scratch / "metrics/ablations/kf-wo-lstm.json").unlink()
-    assert _tables(scratch).returncode == 0
-    block = _block((scratch / "README.md").read_text(), "demo-ablations")
-    assert ("| w/o LSTM (`model.lstm=false`) | not measured yet: run `python scripts/ablations.py` |"
-            in block)
-    shutil.rmtree(scratch / "metrics/ablations")
+    shutil.rmtree(scratch / "metrics/ablations", ignore_errors=True)
     _tables(scratch)
     rows = [line for line in _block((scratch / "README.md").read_text(), "demo-ablations")
             .splitlines() if line.startswith("| ")]
-    assert rows[1:] == ["| not measured yet: run `python scripts/ablations.py` |  |  |  |  |"]
+    assert rows[1:] == ["| not measured yet: run `python scripts/ablations.py` |" + "  |" * 7]
 
 
-def test_the_grid_table_reads_its_own_corpus_folder(scratch):
+def test_the_grid_tables_read_their_own_corpus_folder(scratch):
     block = _block((scratch / "README.md").read_text(), "grid-ablations")
-    assert "not measured yet" in block
-    grid = scratch / "metrics/ablations/grid"
-    shutil.copytree(scratch / "metrics/ablations", grid)
-    m = json.loads((grid / "kf-proposed.json").read_text())
-    m["overall"]["model"]["M-LD"] = 9.87654
-    (grid / "kf-proposed.json").write_text(json.dumps(m))
+    assert "not measured yet" in block and "--corpus grid" in block
+    path = _summary(scratch, "grid")
+    s = json.loads(path.read_text())
+    s["rows"]["proposed"]["unseen"] = {"model": {"M-LD": {"mean": 9.87654, "sd": None, "n": 1}}}
+    path.write_text(json.dumps(s))
     _tables(scratch)
     text = (scratch / "README.md").read_text()
-    assert "| 9.877 |" in _block(text, "grid-ablations")
-    assert "9.877" not in _block(text, "demo-ablations")
+    assert "| **9.877** |" in _block(text, "grid-unseen")
+    assert "9.877" not in _block(text, "grid-ablations") + _block(text, "demo-ablations")
 
 
 def test_several_files_for_one_row_give_mean_and_sd(tables, tmp_path):

@@ -35,13 +35,19 @@ def test_stage_run_counts_rejects_and_limit(tmp_path: Path, capsys: pytest.Captu
     run = StageRun("audio")
     run.processed = 3
     run.reject("c1", "silent", "RMS 0 below 0.001")
+    run.extra.update(frames_per_s=12.5, clips=4)
     counts = run.finish(rejects_path=tmp_path / "rejects.parquet",
-                        metrics_path=tmp_path / "m.json", max_reject_fraction=0.5)
+                        report_path=tmp_path / "m.json", max_reject_fraction=0.5)
     assert counts["reject_fraction"] == 0.25 and counts["reject_reasons"] == {"silent": 1}
-    assert json.loads((tmp_path / "m.json").read_text())["rejected"] == 1
+    report = json.loads((tmp_path / "m.json").read_text())
+    assert report["rejected"] == 1 and report["clips"] == 4
+    # timings and throughput never reach the tracked report: only its untracked log
+    assert "seconds" not in report and "frames_per_s" not in report
+    log = json.loads((tmp_path / "m.log.json").read_text())
+    assert set(log) == {"seconds", "frames_per_s"} and log["frames_per_s"] == 12.5
     assert pq.read_table(tmp_path / "rejects.parquet").to_pylist() == [
         {"clip_id": "c1", "stage": "audio", "reason": "silent", "message": "RMS 0 below 0.001"}]
     assert "[audio] processed 3, rejected 1 (silent: 1)" in capsys.readouterr().err
 
     with pytest.raises(StageError, match="above audio.max_reject_fraction=0.2"):
-        run.finish(rejects_path=None, metrics_path=None, max_reject_fraction=0.2)
+        run.finish(rejects_path=None, report_path=None, max_reject_fraction=0.2)

@@ -55,7 +55,7 @@ def test_stage_writes_shards_rejects_metrics_plot_and_resumes(tmp_path, monkeypa
     rej = pq.read_table(out / "rejects.parquet").to_pylist()
     assert [(x["stage"], x["reason"]) for x in rej] == [("landmarks", "no_video_stream")]
     import json
-    m = json.loads((tmp_path / "metrics/landmarks.json").read_text())
+    m = json.loads((tmp_path / "reports/landmarks.json").read_text())
     assert m["processed"] == 2 and m["rejected"] == 1 and m["frames"] == 180
     assert m["face_frame_share"] == 1.0 and 0 < m["jitter_px"] < 3
     assert (tmp_path / "plots/landmarks/contact_sheet.png").stat().st_size > 10000
@@ -64,13 +64,14 @@ def test_stage_writes_shards_rejects_metrics_plot_and_resumes(tmp_path, monkeypa
     mtimes = [p.stat().st_mtime_ns for p in shards]
     assert main([]) == 0
     assert [p.stat().st_mtime_ns for p in shards] == mtimes
-    m2 = json.loads((tmp_path / "metrics/landmarks.json").read_text())
+    m2 = {**json.loads((tmp_path / "reports/landmarks.json").read_text()),
+          **json.loads((tmp_path / "reports/landmarks.log.json").read_text())}
     assert m2["shards_reused"] == 2 and m2["processed"] == 2 and m2["rejected"] == 1
     # A lost shard is redone alone; a settings change redoes all.
     shards[1].unlink()
     assert main([]) == 0
     assert shards[0].stat().st_mtime_ns == mtimes[0] and shards[1].exists()
-    assert json.loads((tmp_path / "metrics/landmarks.json").read_text())["shards_reused"] == 1
+    assert json.loads((tmp_path / "reports/landmarks.log.json").read_text())["shards_reused"] == 1
     _params(tmp_path, clips_per_shard=2, keep_frames="identity", max_reject_fraction=0.5)
     assert main([]) == 0
     assert shard_meta(shards[0])["planned_ids"] == ["grid:s1:neutral:1:001", "grid:s1:neutral:1:bbaf2n"]
@@ -86,7 +87,7 @@ def test_stage_with_every_clip_rejected_still_writes_outputs(tmp_path, monkeypat
     monkeypatch.chdir(tmp_path)
     assert main([]) == 2                       # above max_reject_fraction: a clear failure ...
     assert (tmp_path / "data/landmarks/rejects.parquet").exists()   # ... with outputs written
-    assert (tmp_path / "metrics/landmarks.json").exists()
+    assert (tmp_path / "reports/landmarks.json").exists()
     assert (tmp_path / "plots/landmarks/contact_sheet.png").exists()
     assert len(list((tmp_path / "data/landmarks").glob("shard-*.parquet"))) == 1
 

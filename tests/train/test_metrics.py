@@ -6,9 +6,11 @@ import pytest
 import torch
 
 from kfusion.shapes import MOUTH_INDICES
-from kfusion.pipeline.training.metrics import (MetricTable, ReferenceAccumulator, landmark_distance,
-                              landmark_velocity_difference, paper_metrics, reference_ld,
-                              reference_lvd, reference_metrics, velocity)
+from kfusion.pipeline.training.metrics import (AUTHORS_MOUTH, MetricTable, ReferenceAccumulator,
+                                               landmark_distance, landmark_velocity_difference,
+                                               mouth_opening, mouth_opening_correlation,
+                                               paper_metrics, reference_ld, reference_lvd,
+                                               reference_metrics, scale_reference, velocity)
 
 
 def test_tiny_three_frame_two_point_example():
@@ -109,10 +111,71 @@ def test_reference_scaling_and_lvd_is_within_frame():
     assert float(reference_lvd(q, p)) == pytest.approx(2.0)
 
 
-def test_reference_accumulator_weights_batches_by_size():
-    acc = ReferenceAccumulator()
+def test_reference_accumulator_fixed_batches_drop_the_last_partial_one():
+    acc = ReferenceAccumulator(batch_size=4)
     z = torch.zeros(1, 30, 68, 2, dtype=torch.float64)
-    acc.add(z + 1.87, z)                     # value v1 = 0.01 sqrt(4080), weight 1
-    acc.add((z + 1.87).expand(4, -1, -1, -1), z.expand(4, -1, -1, -1))  # 2 v1, weight 4
-    v1 = 0.01 * math.sqrt(4080)
-    assert acc.summary()["ref F-LD"] == pytest.approx((v1 + 4 * 2 * v1) / 5)
+    v = 0.01 * math.sqrt(4 * 4080)           # 4 windows off by 1.87 px = 0.01 scaled units
+    acc.add((z + 1.87).expand(3, -1, -1, -1), z.expand(3, -1, -1, -1))
+    assert acc.summary()["windows_used"] == 0 and math.isnan(acc.summary()["ref F-LD"])
+    acc.add((z + 1.87).expand(2, -1, -1, -1), z.expand(2, -1, -1, -1))   # batch 1: 3 + 1
+    acc.add((z + 3.74).expand(4, -1, -1, -1), z.expand(4, -1, -1, -1))   # 1 + 3 ...
+    s = acc.summary()
+    # batches [1.87 x4] -> v, [1.87, 3.74 x3] -> 0.01 sqrt(4080 (1 + 3 * 4)); 1 window left
+    b2 = 0.01 * math.sqrt(4080 * (1 + 3 * 4))
+    assert s["ref F-LD"] == pytest.approx((v + b2) / 2)
+    assert s["windows_used"] == 8 and s["windows_dropped"] == 1
+
+
+def test_authors_mouth_order_decides_their_lvd():
+    """Their M-LVD anchors at the first point of their mouth list, 49, and drops its last, 48."""
+    assert AUTHORS_MOUTH == (*range(49, 68), 48)
+    true = torch.zeros(8, 30, 68, 2, dtype=torch.float64) + 128.0
+    # point 48 off by 6 px: invisible to their M-LVD (48 is dropped), seen in natural order
+    p48 = true.clone()
+    p48[:, :, 48, 0] += 6.0
+    assert reference_metrics(p48, true)["ref M-LVD"] == 0.0
+    d = 6.0 / 187.0                             # 6 px in their scaled units
+    m = list(MOUTH_INDICES)
+    natural = float(reference_lvd(scale_reference(p48[:, :, m]), scale_reference(true[:, :, m])))
+    # natural order: 48 is the anchor, each of the other 18 kept points sees it move by d
+    assert natural == pytest.approx(d * math.sqrt(8 * 30 * 18))
+    # point 49 off by 6 px: their anchor, so each of their 18 other kept points sees it
+    p49 = true.clone()
+    p49[:, :, 49, 1] -= 6.0
+    assert reference_metrics(p49, true)["ref M-LVD"] == pytest.approx(d * math.sqrt(8 * 30 * 18))
+    # and 67, the last in natural order but kept in theirs: one pair per frame
+    p67 = true.clone()
+    p67[:, :, 67, 0] += 6.0
+    assert reference_metrics(p67, true)["ref M-LVD"] == pytest.approx(d * math.sqrt(8 * 30))
+    # the full face keeps the natural order: anchor 0, 67 dropped
+    assert reference_metrics(p67, true)["ref F-LVD"] == 0.0
+
+
+def test_mouth_opening_and_its_correlation_by_hand():
+    x = torch.zeros(2, 3, 68, 2, dtype=torch.float64)
+    for up, lo, gap in ((61, 67, 1.0), (62, 66, 2.0), (63, 65, 3.0)):
+        x[:, :, lo, 1] = gap                       # upper at 0, lower at the gap: opening 2
+    x[:, 1, [65, 66, 67], 1] *= 2                 # frame 1 opens twice as wide: 4
+    x[1, 2, [61, 62, 63], 0] = 3.0                # window 1, frame 2: pairs also 3 px apart in x
+    op = mouth_opening(x)
+    assert op[0].tolist() == pytest.approx([2.0, 4.0, 2.0])
+    expect = np.mean([math.hypot(3, g) for g in (1.0, 2.0, 3.0)])
+    assert op[1].tolist() == pytest.approx([2.0, 4.0, expect])
+    ref = x[:1].expand(2, -1, -1, -1)
+    r = mouth_opening_correlation(x, ref)
+    assert r[0] == pytest.approx(1.0)
+    assert r[1] == pytest.approx(np.corrcoef([2, 4, expect], [2, 4, 2])[0, 1])
+    still = x[:, :1].expand(-1, 3, -1, -1)     # a still mouth: no correlation
+    assert torch.isnan(mouth_opening_correlation(still, ref)).all()
+
+
+def test_table_mouth_r_averages_only_defined_windows():
+    ref = torch.zeros(2, 3, 68, 2, dtype=torch.float64)
+    ref[:, :, 67, 1] = torch.tensor([1.0, 2.0, 4.0])
+    pred = ref.clone()
+    pred[1] = ref[1, :1]                          # window 1 predicted still: r undefined
+    t = MetricTable()
+    t.add(pred, ref, corpus=np.array(["a", "b"]))
+    s = t.summary()
+    assert s["mouth_r"] == pytest.approx(1.0) and s["windows"] == 2
+    assert t.by("corpus")["b"]["mouth_r"] is None

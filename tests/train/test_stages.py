@@ -27,17 +27,22 @@ def _env() -> dict:
 @pytest.mark.slow
 def test_train_then_evaluate_stage_cli(windows: Path, tmp_path: Path):
     params = _params(tmp_path, epochs=2)
+    err = {}
     for stage in ("train", "evaluate"):
         r = subprocess.run([sys.executable, "-m", f"kfusion.stages.{stage}", "--params", str(params)],
                            cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=300)
         assert r.returncode == 0, r.stderr
-    assert f"[train] 2 epochs" in r.stderr or (tmp_path / "models" / "train.json").exists()
+        err[stage] = r.stderr
+    assert "[train] 2 epochs (resumed after 0)" in err["train"]
     summary = json.loads((tmp_path / "models" / "train.json").read_text())
-    assert summary["epochs"] == 2
+    assert summary["epochs"] == 2 and "seconds" not in summary   # timing: the untracked log
+    assert json.loads((tmp_path / "reports" / "train.log.json").read_text())["seconds"] > 0
     assert (tmp_path / "dvclive" / "train" / "metrics.json").exists()
-    m = json.loads((tmp_path / "metrics" / "evaluate.json").read_text())
-    assert m["corpora"]["demo"]["vs_reference"]["model"]["windows"] == 16
-    assert "[evaluate] 16 test windows" in r.stderr
+    model = json.loads((tmp_path / "metrics" / "test.json").read_text())
+    report = json.loads((tmp_path / "reports" / "evaluate.json").read_text())
+    assert model["windows"] == report["corpora"]["demo"]["vs_reference"]["model"]["windows"] == 16
+    assert model["M-LD"] == report["systems"]["model"]["M-LD"]
+    assert "[evaluate] test: 16 windows" in err["evaluate"]
 
 
 def test_missing_windows_is_one_line_and_exit_2(tmp_path: Path):
@@ -78,6 +83,7 @@ def test_sigkill_mid_run_then_rerun_matches_uninterrupted(windows: Path, tmp_pat
         d.mkdir()
         p = tiny_params(tmp_path, epochs=4, batch_size=4, emotion_classifier_epochs=0)
         p["train"].update(out=str(d / "models"), resume_dir=str(d / "resume"))
+        p["reports"] = str(d / "reports")
         (d / "params.yaml").write_text(yaml.safe_dump(p))
         run_dir[name] = d
     cmd = [sys.executable, "-m", "kfusion.stages.train", "--params", "params.yaml"]
@@ -99,4 +105,4 @@ def test_sigkill_mid_run_then_rerun_matches_uninterrupted(windows: Path, tmp_pat
     b = torch.load(d / "models" / "last.pt", weights_only=False)
     assert a["history"] == b["history"]
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
-    assert json.loads((d / "models" / "train.json").read_text())["resumed_from_epoch"] >= 1
+    assert json.loads((d / "reports" / "train.log.json").read_text())["resumed_from_epoch"] >= 1

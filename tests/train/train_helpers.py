@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from kfusion.shapes import EMOTIONS, MOUTH_INDICES, N_POINTS, SPLITS, W2V_DIM
+from kfusion.shapes import EMOTIONS, N_POINTS, SPLITS, W2V_DIM
 
 N_MELS = 16
 MEL_FRAMES, W2V_FRAMES = 100, 49   # one 1 s window at the defaults (kfusion.shapes.window_timing)
@@ -18,8 +18,8 @@ MEL_FRAMES, W2V_FRAMES = 100, 49   # one 1 s window at the defaults (kfusion.sha
 def tiny_params(tmp: Path, **train) -> dict:
     """A params dict: the real model, shrunk; paths inside tmp."""
     return {
-        "seed": 7, "device": "cpu",
-        "features": {"n_mels": N_MELS},
+        "seed": 7, "device": "cpu", "reports": str(tmp / "reports"),
+        "features": {"n_mels": N_MELS}, "landmarks": {"out": str(tmp / "landmarks")},
         "windows": {"out": str(tmp / "windows")},
         "model": {"d_model": 16, "n_heads": 2, "encoder_layers": 1, "decoder_layers": 1,
                   "ff_mult": 1, "lstm_hidden": 8, "fusion_channels": 8, "dropout": 0.1,
@@ -28,8 +28,7 @@ def tiny_params(tmp: Path, **train) -> dict:
                   "resume_dir": str(tmp / "resume"), "out": str(tmp / "models"),
                   "emotion_classifier_epochs": 5, "emotion_classifier_hidden": 8, **train},
         "evaluate": {"out": str(tmp / "metrics"), "plots": str(tmp / "plots"),
-                     "landmarks_dir": str(tmp / "landmarks"), "qualitative_windows": 2,
-                     "qualitative_frames": 3},
+                     "qualitative_windows": 2, "qualitative_frames": 3},
     }
 
 
@@ -48,8 +47,10 @@ def write_synthetic_windows(root: str | Path, *, n_train: int = 64, n_val: int =
     theta = np.linspace(0, 2 * np.pi, N_POINTS, endpoint=False)
     template = np.stack([128 + 50 * np.cos(theta), 128 + 60 * np.sin(theta)], -1).astype(np.float32)
     open_dir = np.zeros((N_POINTS, 2), np.float32)
-    # lips part vertically: alternate mouth points move down / up with the loudness
-    open_dir[list(MOUTH_INDICES), 1] = np.where(np.arange(len(MOUTH_INDICES)) % 2 == 0, 1.0, -1.0)
+    # lips part vertically with the loudness: the upper lip (outer 49-53, inner 61-63) moves
+    # up, the lower lip (55-59, 65-67) down, the corners (48, 54, 60, 64) stay
+    open_dir[[49, 50, 51, 52, 53, 61, 62, 63], 1] = -1.0
+    open_dir[[55, 56, 57, 58, 59, 65, 66, 67], 1] = 1.0
     counts = dict(zip(SPLITS, (n_train, n_val, n_test)))
     for s, (split, n) in enumerate(counts.items()):
         arrays, emotion = _synthetic_split(rng, n, n_mels, frames, template, open_dir,
