@@ -47,10 +47,10 @@ def format_report(m: dict, source: str = "report") -> str:
     from kfusion.config import describe_model
     p = m.get("provenance", {})
     lines = [f"{source}: test set {p.get('set')}; {m.get('units', 'Eq. 13-15, px of the 256 crop')}",
-             f"model: {describe_model(p) or 'not recorded'}",
              f"encoder {p.get('encoder')} (fallback: {p.get('encoder_fallback')}), checkpoint "
              f"{p.get('checkpoint')}, preset {p.get('preset')}, seed {p.get('seed')}",
              f"differs from the paper: {_differences(p.get('differs_from_paper'))}",
+             f"model: {describe_model(p) or 'not recorded'}",
              f"{'corpus':8} {'vs':13} {'system':12} {'windows':>7} " + " ".join(f"{c:>7}" for c in COLS)]
     for corpus, block in (m.get("corpora") or {}).items():
         for ref in ("vs_reference", "vs_ground_truth"):

@@ -45,6 +45,7 @@ def test_report_formats_model_controls_and_baselines(tmp_path: Path) -> None:
     m = {"units": "px", "not_in_paper": "mouth_r and audio_swap are not in the paper",
          "provenance": {"set": "test", "encoder": "w2v", "encoder_fallback": True,
                         "checkpoint": "models/best.pt", "preset": "ours", "seed": 3,
+                        "fusion": "mlp", "lstm": False,
                         "differs_from_paper": {"model.mel_norm": "window"}},
          "corpora": {"demo": {"vs_reference": {
              "model": {"windows": 3, "M-LD": 1.5, "M-LVD": 0.25, "F-LD": 2.0, "F-LVD": 0.125,
@@ -57,8 +58,9 @@ def test_report_formats_model_controls_and_baselines(tmp_path: Path) -> None:
     lines = r.stdout.splitlines()
     assert "fallback: True" in lines[1] and "seed 3" in lines[1]
     assert lines[2] == "differs from the paper: model.mel_norm=window"
-    assert lines[4].split() == ["demo", "reference", "model", "3", "1.500", "0.250", "2.000", "0.125", "0.500"]
-    assert lines[5].split()[2:] == ["identity", "3", "4.000", "1.000", "3.000", "0.500", "-"]
+    assert lines[3] == "model: fusion mlp, lstm off"
+    assert lines[5].split() == ["demo", "reference", "model", "3", "1.500", "0.250", "2.000", "0.125", "0.500"]
+    assert lines[6].split()[2:] == ["identity", "3", "4.000", "1.000", "3.000", "0.500", "-"]
     assert lines[-1].endswith("not in the paper")
     r = _kfusion("report", "--report", str(tmp_path / "missing.json"))
     assert r.returncode == 2 and "run `dvc repro`" in r.stderr

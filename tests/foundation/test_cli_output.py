@@ -10,17 +10,18 @@ from pathlib import Path
 
 from kfusion.cli import format_report
 
-METRICS = {"units": "px", "encoder": "facebook/wav2vec2-base-960h", "encoder_fallback": True,
-           "checkpoint": "models/best.pt",
-           "trained": {"seed": 1, "epochs": 20, "best_epoch": 13, "fusion": "mlp",
-                       "global_domain": False, "lstm": True, "global_input": "mel",
-                       "target": "offset"},
+METRICS = {"units": "px",
+           "provenance": {"set": "test", "encoder": "facebook/wav2vec2-base-960h",
+                          "encoder_fallback": True, "checkpoint": "models/best.pt", "seed": 1,
+                          "epochs": 20, "best_epoch": 13, "fusion": "mlp",
+                          "global_domain": False, "lstm": True, "global_input": "mel",
+                          "target": "offset"},
            "corpora": {"demo": {"vs_reference": {"model": {"windows": 8, "M-LD": 2.5}}}}}
 
 
 def test_report_names_the_model_configuration():
     lines = format_report(METRICS, "m.json").splitlines()
-    assert lines[1] == ("model: fusion mlp, global_domain off, lstm on, global_input mel, "
+    assert lines[3] == ("model: fusion mlp, global_domain off, lstm on, global_input mel, "
                         "target offset")
 
 
@@ -31,7 +32,7 @@ def test_report_into_a_closed_pipe_ends_quietly(tmp_path: Path):
     read, write = os.pipe()
     os.close(read)                       # the reader is gone before the first line
     try:
-        r = subprocess.run([sys.executable, "-m", "kfusion.cli", "report", "--metrics",
+        r = subprocess.run([sys.executable, "-m", "kfusion.cli", "report", "--report",
                             str(tmp_path / "evaluate.json")], stdout=write, stderr=subprocess.PIPE,
                            text=True, timeout=120)
     finally:

@@ -133,11 +133,12 @@ def test_config_stage_writes_one_resolved_file_per_section(tmp_path: Path, monke
     (tmp_path / "p.yaml").write_text(yaml.safe_dump({"model": {"fusion": "mlp"}}))
     assert config_stage.main(["--params", "p.yaml"]) == 0
     first = {p.name: p.read_bytes() for p in (tmp_path / "data/config").iterdir()}
-    assert sorted(first) == sorted(["run.yaml", *(f"{k}.yaml" for k, v in default_dict().items()
+    assert sorted(first) == sorted(["run.yaml", "evaluate_sets.yaml", *(f"{k}.yaml" for k, v in default_dict().items()
                                                   if isinstance(v, dict))])
     model = yaml.safe_load(first["model.yaml"])
     assert model["fusion"] == "mlp" and model["d_model"] == default_dict()["model"]["d_model"]
-    assert yaml.safe_load(first["run.yaml"]) == {"seed": 1234, "device": "auto"}
+    assert yaml.safe_load(first["run.yaml"]) == {"seed": 1234, "device": "auto", "preset": "ours",
+                                                 "reports": "reports"}
     (tmp_path / "p.yaml").write_text(yaml.safe_dump({"model": {"fusion": "none"}}))
     assert config_stage.main(["--params", "p.yaml"]) == 0
     second = {p.name: p.read_bytes() for p in (tmp_path / "data/config").iterdir()}
