@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader
 from kfusion.config import Config
 from kfusion.device import resolve_device
 from kfusion.pipeline.io import atomic_path, progress, write_json
-from kfusion.pipeline.training.checkpoint import Trained, load_trained
+from kfusion.pipeline.training.checkpoint import Trained, check_encoder, load_trained
 from kfusion.pipeline.training.dataset import WindowDataset, encoder_info, model_inputs
 from kfusion.pipeline.training.metrics import METRIC_NAMES, MetricTable, ReferenceAccumulator
 from kfusion.shapes import EMOTIONS
@@ -60,12 +60,14 @@ def _rows(idx: np.ndarray, values: list[str]) -> np.ndarray:
 
 def evaluate(cfg: Config, windows_dir: str | Path, checkpoint: str | Path, *,
              out_json: str | Path, plots_dir: str | Path,
-             build_model: Callable[[Config], torch.nn.Module] | None = None) -> dict[str, Any]:
+             build_model: Callable[[Config, dict], torch.nn.Module] | None = None) -> dict[str, Any]:
     windows_dir = Path(windows_dir)
     device = resolve_device(cfg.device)
     trained = load_trained(checkpoint, device, build_model)
     test = WindowDataset(windows_dir / "test")
-    enc = encoder_info(test.meta)
+    enc = encoder_info(test)
+    check_encoder(trained.state, trained.path, enc, f"the test windows' features ({test.dir}) "
+                                                    f"come from")
     offset = torch.from_numpy(mean_offset(windows_dir / "train")).float()   # (T, 68, 2)
     definition = cfg.metrics.definition
     want_paper, want_ref = definition in ("paper", "both"), definition in ("reference", "both")
@@ -108,7 +110,8 @@ def evaluate(cfg: Config, windows_dir: str | Path, checkpoint: str | Path, *,
                 for c, h in zip(groups["corpus"], hit):
                     clf_correct.setdefault(str(c), []).append(h)
 
-    prov = {"encoder": enc["encoder"], "encoder_fallback": enc["encoder_fallback"],
+    prov = {**{k: enc[k] for k in ("encoder", "encoder_version", "encoder_sha256",
+                                   "encoder_fallback", "feature_dim")},
             "checkpoint": str(trained.path), "checkpoint_sha256": trained.sha256}
     result = _assemble(cfg, trained, test, vs_ref, vs_gt, ref_acc, clf_correct, prov,
                        want_paper, want_ref, batch_size)

@@ -13,6 +13,7 @@ from kfusion.config import from_dict
 from kfusion.shapes import MOUTH_INDICES
 from kfusion.pipeline.training.evaluation import evaluate, mean_offset
 from kfusion.pipeline.training.loop import train
+from train_helpers import whisper_record
 
 
 def _np_ld(pred, ref, pts=None):
@@ -63,7 +64,8 @@ def test_evaluate_against_hand_computed_baselines(trained, windows: Path, tmp_pa
     assert demo["vs_ground_truth"]["detector"]["F-LD"] == pytest.approx(_np_ld(ref, gt))
     assert demo["vs_ground_truth"]["identity"]["M-LD"] == pytest.approx(_np_ld(still, gt, mouth))
     for block in (r, demo):
-        assert block["encoder"] == "synthetic" and block["encoder_fallback"] is True
+        assert block["encoder"] == "whisper" and block["encoder_fallback"] is False
+        assert block["encoder_sha256"] == whisper_record()["encoder_sha256"]
         assert block["checkpoint"].endswith("best.pt") and len(block["checkpoint_sha256"]) == 64
     assert r["M-LD"] == r["overall"]["model"]["M-LD"]
     assert sum(v["windows"] for v in demo["per_emotion"].values()) == 16
