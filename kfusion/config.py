@@ -146,7 +146,7 @@ class FeaturesConfig:
     whisper_compute_type: Literal["int8", "float32"] = _f(
         "int8", doc="CTranslate2 on CPU (int8: 0.026 x real time on one core); CUDA runs the "
                     "same weights in torch (float16 with half_precision)")
-    ppg_shift_ms: float = _f(30.0, lo=-200.0, hi=200.0,
+    ppg_shift_ms: float = _f(40.0, lo=-200.0, hi=200.0,
                              doc="the PPG's frames run this late; they are moved earlier by it "
                                  "(measured on the demo corpus, docs/encoders.md)")
     random_seed: int = _f(0, lo=0, doc="seed of encoder: random's weights (not the training seed)")

@@ -94,3 +94,23 @@ def test_reference_definition_is_labelled_and_batch_dependent(trained, windows, 
 def _as_dict(cfg):
     from kfusion.config import to_dict
     return to_dict(cfg)
+
+
+def test_the_evaluate_stage_refuses_features_of_another_encoder(trained, windows, tmp_path, capsys):
+    from kfusion.config import to_dict
+    from kfusion.stages import evaluate as evaluate_stage
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(to_dict(trained)))
+    # the test windows' features come from other weights than the checkpoint was trained on
+    meta_path = windows / "test" / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    meta_path.write_text(json.dumps({**meta, "encoder_sha256": "e" * 64}))
+    capsys.readouterr()
+    assert evaluate_stage.main(["--params", str(params)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: evaluate: encoder mismatch: "), err
+    assert whisper_record()["encoder_sha256"][:12] in err[0] and "eeeeeeeeeeee" in err[0]
+    assert not (tmp_path / "metrics" / "evaluate.json").exists()
+    meta_path.write_text(json.dumps(meta))   # the same encoder: it runs
+    assert evaluate_stage.main(["--params", str(params)]) == 0
+    assert json.loads((tmp_path / "metrics" / "evaluate.json").read_text())["encoder"] == "whisper"

@@ -29,7 +29,7 @@ from kfusion.pipeline.io import StageError
 
 ENCODER_KEYS = ("encoder", "encoder_source", "encoder_package", "encoder_version",
                 "encoder_sha256", "encoder_fallback", "feature_dim", "frame_offset_s")
-OPTIONAL_KEYS = ("encoder_auto", "random_seed", "ppg_shift_ms")
+OPTIONAL_KEYS = ("encoder_runtime", "encoder_auto", "random_seed", "ppg_shift_ms")
 
 
 class EncoderMismatch(StageError):

