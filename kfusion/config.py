@@ -149,9 +149,19 @@ class FeaturesConfig:
     n_fft: int = _f(512, lo=64, hi=4096)
     win_length: int = _f(400, lo=16, hi=4096)
     hop_length: int = _f(160, lo=16, hi=4096, doc="160 samples at 16 kHz = 100 mel frames/s")
-    wav2vec2: str = _f("facebook/wav2vec2-base-960h", doc="hub id or local directory")
-    wav2vec2_fallback: Literal["random", "error"] = _f(
-        "random", doc="when wav2vec2 cannot be loaded: seeded random weights (recorded) or fail")
+    encoder: Literal["auto", "wav2vec2", "whisper", "ppg", "random"] = _f(
+        "auto", doc="the Content Domain's speech encoder (docs/encoders.md): auto = wav2vec2 "
+                    "where its weights load offline, else the bundled Whisper tiny.en; random = "
+                    "wav2vec2-base with random weights (a control, recorded as encoder_fallback)")
+    wav2vec2: str = _f("facebook/wav2vec2-base-960h", doc="hub id (local cache) or directory")
+    whisper: str = _f("", doc="a CTranslate2 Whisper directory; empty = the bundled tiny.en")
+    whisper_compute_type: Literal["int8", "float32"] = _f(
+        "int8", doc="CTranslate2 on CPU (int8: 0.026 x real time on one core); CUDA runs the "
+                    "same weights in torch (float16 with half_precision)")
+    ppg_shift_ms: float = _f(40.0, lo=-200.0, hi=200.0,
+                             doc="the PPG's frames run this late; they are moved earlier by it "
+                                 "(measured on the demo corpus, docs/encoders.md)")
+    random_seed: int = _f(0, lo=0, doc="seed of encoder: random's weights (not the training seed)")
     batch_seconds: float = _f(60.0, lo=1.0, hi=3600.0, doc="audio per wav2vec2 batch")
     half_precision: bool = _f(True, doc="fp16 on CUDA (ignored on CPU)")
     max_pad_fraction: float = _f(0.05, lo=0.0, hi=1.0,
@@ -159,7 +169,7 @@ class FeaturesConfig:
                                      "share (zero padding shifts wav2vec2's group norm)")
     threads: int = _f(0, lo=0, hi=256, doc="torch CPU threads per worker (0 = cores // workers)")
     max_reject_fraction: float = _f(0.2, lo=0.0, hi=1.0)
-    clips_per_shard: int = _f(64, lo=1, hi=100000)
+    clips_per_shard: int = _f(16, lo=1, hi=100000, doc="the unit of resume and of progress")
     out: str = _f("data/features")
 
 

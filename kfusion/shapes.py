@@ -29,6 +29,21 @@ W2V_RECEPTIVE_SAMPLES, W2V_HOP_SAMPLES = 400, 320
 W2V_RATE_HZ = ENCODER_SAMPLE_RATE_HZ / W2V_HOP_SAMPLES
 W2V_DIM = 768
 
+# Content encoders (the Content Domain's input, `features.encoder`; docs/encoders.md). All
+# four give one frame per 320 samples (50 frames/s); they differ in how many frames a clip
+# gives and where frame 0 sits. `random` is wav2vec2-base with seeded random weights.
+CONTENT_ENCODERS: tuple[str, ...] = ("wav2vec2", "random", "whisper", "ppg")
+CONTENT_HOP_SAMPLES = W2V_HOP_SAMPLES
+CONTENT_RATE_HZ = ENCODER_SAMPLE_RATE_HZ / CONTENT_HOP_SAMPLES
+# Time (s) of frame 0's centre; frame k sits at k / CONTENT_RATE_HZ + this. wav2vec2: the
+# middle of its 400-sample receptive field. Whisper: its stride-2 conv centres state k on mel
+# frame 2k, at 20k ms (measured -1.5 ms from that against the log-mel, docs/encoders.md).
+# PPG: hama's frames run ~30 ms late; the features stage shifts them by features.ppg_shift_ms,
+# after which frame k sits at 20k ms like Whisper's.
+CONTENT_FRAME_OFFSET_S = {"wav2vec2": W2V_RECEPTIVE_SAMPLES / 2 / ENCODER_SAMPLE_RATE_HZ,
+                          "random": W2V_RECEPTIVE_SAMPLES / 2 / ENCODER_SAMPLE_RATE_HZ,
+                          "whisper": 0.0, "ppg": 0.0}
+
 
 def n_w2v_frames(n_samples: int) -> int:
     """Frames wav2vec2's conv stack yields for n samples at 16 kHz (49 for 1 s)."""
@@ -38,13 +53,28 @@ def n_w2v_frames(n_samples: int) -> int:
     return max(n, 0)
 
 
+def n_content_frames(encoder: str, n_samples: int) -> int:
+    """Frames `encoder` yields for n samples at 16 kHz: for 1 s, wav2vec2 49, Whisper 50
+    (ceil of its n // 160 mel frames / 2: its second conv has stride 2), PPG 51 (hama's
+    n // 320 + 1)."""
+    if encoder in ("wav2vec2", "random"):
+        return n_w2v_frames(n_samples)
+    if encoder == "whisper":
+        return -(-(n_samples // 160) // 2)
+    if encoder == "ppg":
+        return n_samples // CONTENT_HOP_SAMPLES + 1
+    raise ValueError(f"unknown content encoder {encoder!r}; expected one of {CONTENT_ENCODERS}")
+
+
 @dataclass(frozen=True)
 class WindowTiming:
-    """Where a window's audio frames lie, for one config: the one source of frame rates.
+    """Where a window's audio frames lie, for one config and content encoder: the one source
+    of frame rates.
 
     A window starts at video frame s and holds `n_frames` frames; its audio spans start at the
-    same instant t0 = s / fps: mel frames round(t0 * mel_rate_hz) .. + n_mel, wav2vec2 frames
-    round(t0 * W2V_RATE_HZ) .. + n_tokens.
+    same instant t0 = s / fps: mel frames round(t0 * mel_rate_hz) .. + n_mel, content encoder
+    frames round(t0 * CONTENT_RATE_HZ) .. + n_tokens (the encoder's frame count for the
+    window's audio), whose first frame sits at token_offset_s after t0's frame.
     """
     n_frames: int
     fps: float
@@ -52,18 +82,23 @@ class WindowTiming:
     n_mel: int
     n_tokens: int
     n_mels: int
+    encoder: str = "wav2vec2"
+    token_offset_s: float = CONTENT_FRAME_OFFSET_S["wav2vec2"]
 
     def audio_starts(self, start_frame: int) -> tuple[int, int]:
-        """First mel frame and first wav2vec2 frame of the window starting at `start_frame`."""
+        """First mel frame and first content frame of the window starting at `start_frame`."""
         t0 = start_frame / self.fps
-        return int(round(t0 * self.mel_rate_hz)), int(round(t0 * W2V_RATE_HZ))
+        return int(round(t0 * self.mel_rate_hz)), int(round(t0 * CONTENT_RATE_HZ))
 
 
-def window_timing(cfg: "Config") -> WindowTiming:
-    """The timing of one window (1 s at the defaults: 100 mel frames, 49 wav2vec2, 30 video)."""
+def window_timing(cfg: "Config", encoder: str) -> WindowTiming:
+    """The timing of one window for the content `encoder` (a resolved name, never "auto": the
+    features' encoder.json, the windows' meta or the checkpoint's record say which). 1 s at
+    the defaults: 100 mel frames, 30 video frames, 49 wav2vec2 / 50 Whisper / 51 PPG frames."""
     window_s = cfg.windows.frames / cfg.landmarks.fps
     mel_rate_hz = cfg.audio.sample_rate_hz / cfg.features.hop_length
     return WindowTiming(n_frames=cfg.windows.frames, fps=float(cfg.landmarks.fps),
                         mel_rate_hz=mel_rate_hz, n_mel=int(round(window_s * mel_rate_hz)),
-                        n_tokens=n_w2v_frames(int(round(window_s * ENCODER_SAMPLE_RATE_HZ))),
-                        n_mels=cfg.features.n_mels)
+                        n_tokens=n_content_frames(encoder, int(round(window_s * ENCODER_SAMPLE_RATE_HZ))),
+                        n_mels=cfg.features.n_mels, encoder=encoder,
+                        token_offset_s=CONTENT_FRAME_OFFSET_S[encoder])

@@ -1,7 +1,9 @@
-"""The whole model from the typed config: `build_model(cfg) -> nn.Module`.
+"""The whole model from the typed config and the content encoder's record:
+`build_model(cfg, encoder) -> nn.Module`.
 
 forward(batch) takes the windows stage's arrays
-    mel (B, 100, n_mels) log-mel at 100 frames/s, w2v (B, 49, 768) wav2vec2 states,
+    mel (B, 100, n_mels) log-mel at 100 frames/s, w2v (B, n_tokens, content_dim) content
+    encoder states (49 x 768 for wav2vec2, 50 x 384 for Whisper tiny.en, 51 x 191 for the PPG),
     identity (B, 68, 2) crop px, emotion (B,) long (index into kfusion.shapes.EMOTIONS)
 and returns (B, 30, 68, 2) landmarks in crop px. Internally everything is in [-1, 1]
 units (model/loss.py); with `model.target: offset` the head predicts the displacement from
@@ -15,17 +17,18 @@ import torch.nn as nn
 from kfusion.config import Config, ModelConfig
 from kfusion.device import resolve_device
 from kfusion.model.content_domain import ContentDomain
-from kfusion.model.global_domain import W2V_OFFSET_S, GlobalDomain
+from kfusion.model.global_domain import GlobalDomain
 from kfusion.model.kfusion import ConcatLinear, KFusion
 from kfusion.model.loss import from_unit, to_unit
-from kfusion.shapes import EMOTIONS, MOUTH_INDICES, N_POINTS, W2V_DIM, W2V_RATE_HZ, window_timing
+from kfusion.shapes import CONTENT_RATE_HZ, EMOTIONS, MOUTH_INDICES, N_POINTS, window_timing
 
 
 class KFusionModel(nn.Module):
     def __init__(self, mcfg: ModelConfig, *, n_tokens: int, n_frames: int, n_mels: int,
-                 mel_rate_hz: float):
+                 mel_rate_hz: float, content_dim: int, token_offset_s: float):
         super().__init__()
         self.mcfg, self.n_tokens, self.n_frames, self.n_mels = mcfg, n_tokens, n_frames, n_mels
+        self.content_dim = content_dim
         mouth = list(MOUTH_INDICES)
         self.register_buffer("mouth_indices", torch.tensor(mouth), persistent=False)
         sizes = dict(d_model=mcfg.d_model, n_heads=mcfg.n_heads,
@@ -34,14 +37,16 @@ class KFusionModel(nn.Module):
         if mcfg.global_domain:
             mel = mcfg.global_input == "mel"
             self.global_domain = GlobalDomain(
-                in_dim=n_mels if mel else W2V_DIM, rate_hz=mel_rate_hz if mel else W2V_RATE_HZ,
-                offset_s=0.0 if mel else W2V_OFFSET_S, n_tokens=n_tokens, n_points=N_POINTS,
-                n_mouth=len(mouth), normalise=mel and mcfg.mel_norm == "window",
+                in_dim=n_mels if mel else content_dim,
+                rate_hz=mel_rate_hz if mel else CONTENT_RATE_HZ,
+                offset_s=0.0 if mel else token_offset_s, n_tokens=n_tokens,
+                token_offset_s=token_offset_s, n_points=N_POINTS, n_mouth=len(mouth),
+                normalise=mel and mcfg.mel_norm == "window",
                 local_attention_s=mcfg.local_attention_s, **sizes)
         self.content_domain = ContentDomain(
-            w2v_dim=W2V_DIM, n_emotions=len(EMOTIONS), n_tokens=n_tokens, n_points=N_POINTS,
-            n_mouth=len(mouth), lstm=mcfg.lstm, lstm_hidden=mcfg.lstm_hidden,
-            local_attention_s=mcfg.local_attention_s, **sizes)
+            content_dim=content_dim, n_emotions=len(EMOTIONS), n_tokens=n_tokens,
+            token_offset_s=token_offset_s, n_points=N_POINTS, n_mouth=len(mouth), lstm=mcfg.lstm,
+            lstm_hidden=mcfg.lstm_hidden, local_attention_s=mcfg.local_attention_s, **sizes)
         face_branches = 1 + mcfg.lstm + mcfg.global_domain  # f, gb, ct
         mouth_branches = mcfg.lstm + mcfg.global_domain  # m, gb_m
         if mcfg.fusion == "none":
@@ -74,7 +79,7 @@ class KFusionModel(nn.Module):
         return x.to(device=device, dtype=dtype)
 
     def forward(self, batch: dict) -> torch.Tensor:
-        w2v = self._input(batch, "w2v", (self.n_tokens, W2V_DIM))  # (B, 49, 768)
+        w2v = self._input(batch, "w2v", (self.n_tokens, self.content_dim))  # (B, T_tok, D)
         identity = to_unit(self._input(batch, "identity", (N_POINTS, 2)), self.mcfg)
         v = identity.transpose(1, 2).flatten(1)  # (B, 136): x row then y row (the (2, 68) grid)
         v_m = identity[:, self.mouth_indices].transpose(1, 2).flatten(1)  # (B, 40), Eq. 4
@@ -99,15 +104,19 @@ class KFusionModel(nn.Module):
         return from_unit(y, self.mcfg)  # crop px
 
 
-def build_model(cfg: Config) -> nn.Module:
-    """The model on cfg.device, its initial weights a function of cfg.seed only (the
-    global RNG is left as it was)."""
+def build_model(cfg: Config, encoder: dict) -> nn.Module:
+    """The model on cfg.device for features of `encoder` (the content encoder's record, from
+    the windows' meta or the checkpoint: its name sets the tokens per window and their times,
+    its feature_dim the Content Domain's input width), its initial weights a function of
+    cfg.seed only (the global RNG is left as it was)."""
     device = resolve_device(cfg.device)
-    t = window_timing(cfg)  # the window's sizes and audio frame rates, from the config
+    t = window_timing(cfg, encoder["encoder"])  # the window's sizes and audio frame rates
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         model = KFusionModel(cfg.model, n_tokens=t.n_tokens, n_frames=t.n_frames,
-                             n_mels=t.n_mels, mel_rate_hz=t.mel_rate_hz)
+                             n_mels=t.n_mels, mel_rate_hz=t.mel_rate_hz,
+                             content_dim=int(encoder["feature_dim"]),
+                             token_offset_s=t.token_offset_s)
     return model.to(device)
 
 

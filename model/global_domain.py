@@ -5,9 +5,10 @@ F = 136 wide) and one for the mouth points 48-67 (gb_m, M = 40 wide).
 Time is the token axis everywhere (batch_first=True: attention runs over time, not over
 the batch as in the authors' code). The decoders' queries are the identity landmarks
 lifted to `n_tokens` tokens (the authors lift them with a Conv1d(1 -> 49)); each query
-token sits at the time of one wav2vec2 frame, so gb and gb_m come out on the same 49-token
-time axis as the Content Domain whatever the encoder's input rate (100 mel frames/s or
-50 wav2vec2 frames/s). Sinusoidal encodings of time *in seconds* on both sides, and a
+token sits at the time of one content encoder frame (50 frames/s, the first at
+`token_offset_s`: 12.5 ms for wav2vec2, 0 for Whisper and the PPG), so gb and gb_m come out
+on the same token time axis as the Content Domain whatever the Global Domain's input rate
+(100 mel frames/s or 50 wav2vec2 frames/s). Sinusoidal encodings of time *in seconds* on both sides, and a
 fixed locality bias on the cross-attention scores (`local_bias`: head h prefers memory
 frames within about sigma_h of its query's instant), let the cross-attention find the
 audio around each query's instant from the first step (docs/model.md: without the bias it
@@ -20,12 +21,7 @@ import math
 import torch
 import torch.nn as nn
 
-from kfusion.shapes import ENCODER_SAMPLE_RATE_HZ, W2V_HOP_SAMPLES, W2V_RECEPTIVE_SAMPLES
-
-# wav2vec2 frame k covers samples 320 k .. 320 k + 400: frames are 0.02 s apart, and each
-# sits at the centre of its receptive field, 0.0125 s after its first sample
-W2V_HOP_S = W2V_HOP_SAMPLES / ENCODER_SAMPLE_RATE_HZ
-W2V_OFFSET_S = W2V_RECEPTIVE_SAMPLES / 2 / ENCODER_SAMPLE_RATE_HZ
+from kfusion.shapes import CONTENT_RATE_HZ
 
 
 def time_encoding(times_s: torch.Tensor, dim: int) -> torch.Tensor:
@@ -40,9 +36,9 @@ def time_encoding(times_s: torch.Tensor, dim: int) -> torch.Tensor:
     return enc
 
 
-def token_times(n_tokens: int, device=None) -> torch.Tensor:
-    """Times (s) of the wav2vec2 frames of a window: the common token axis."""
-    return torch.arange(n_tokens, device=device) * W2V_HOP_S + W2V_OFFSET_S
+def token_times(n_tokens: int, offset_s: float, device=None) -> torch.Tensor:
+    """Times (s) of the content encoder's frames of a window: the common token axis."""
+    return torch.arange(n_tokens, device=device) / CONTENT_RATE_HZ + offset_s
 
 
 def local_bias(query_s: torch.Tensor, memory_s: torch.Tensor, sigmas_s: list[float]) -> torch.Tensor:
@@ -89,11 +85,11 @@ class IdentityDecoder(nn.Module):
     """D of Eq. 5/6: identity landmarks (B, n_points*2) as queries over the audio memory
     -> (B, n_tokens, out_dim)."""
 
-    def __init__(self, *, identity_dim: int, out_dim: int, n_tokens: int, d_model: int,
-                 n_heads: int, layers: int, ff_mult: int, dropout: float,
+    def __init__(self, *, identity_dim: int, out_dim: int, n_tokens: int, token_offset_s: float,
+                 d_model: int, n_heads: int, layers: int, ff_mult: int, dropout: float,
                  local_attention_s: float = 0.0):
         super().__init__()
-        self.n_tokens, self.d_model = n_tokens, d_model
+        self.n_tokens, self.token_offset_s, self.d_model = n_tokens, token_offset_s, d_model
         # head h: sigma = local_attention_s * 2^h (multi-scale: 20, 40, 80, 160 ms by default)
         self.sigmas_s = [local_attention_s * 2 ** h for h in range(n_heads)] \
             if local_attention_s > 0 else None
@@ -109,7 +105,7 @@ class IdentityDecoder(nn.Module):
     def forward(self, identity: torch.Tensor, memory: torch.Tensor,
                 memory_s: torch.Tensor) -> torch.Tensor:
         """memory (B, S, d) at times memory_s (S,) seconds."""
-        tq = token_times(self.n_tokens, memory.device).float()
+        tq = token_times(self.n_tokens, self.token_offset_s, memory.device).float()
         q = self.lift(identity)[:, None] + (self.token + time_encoding(tq, self.d_model)).to(
             memory.dtype)  # (B, n_tok, d)
         mask = None
@@ -123,19 +119,17 @@ class GlobalDomain(nn.Module):
     """Eq. 3-6. forward(audio (B, T, in_dim), v (B, 136), v_m (B, 40)) -> gb, gb_m."""
 
     def __init__(self, *, in_dim: int, rate_hz: float, offset_s: float, n_tokens: int,
-                 n_points: int, n_mouth: int, d_model: int, n_heads: int, encoder_layers: int,
-                 decoder_layers: int, ff_mult: int, dropout: float, normalise: bool = False,
-                 local_attention_s: float = 0.0):
+                 token_offset_s: float, n_points: int, n_mouth: int, d_model: int, n_heads: int,
+                 encoder_layers: int, decoder_layers: int, ff_mult: int, dropout: float,
+                 normalise: bool = False, local_attention_s: float = 0.0):
         super().__init__()
         sizes = dict(d_model=d_model, n_heads=n_heads, ff_mult=ff_mult, dropout=dropout)
         self.encoder = AudioEncoder(in_dim=in_dim, rate_hz=rate_hz, offset_s=offset_s,
                                     layers=encoder_layers, normalise=normalise, **sizes)
-        self.face = IdentityDecoder(identity_dim=2 * n_points, out_dim=2 * n_points,
-                                    n_tokens=n_tokens, layers=decoder_layers,
-                                    local_attention_s=local_attention_s, **sizes)
-        self.mouth = IdentityDecoder(identity_dim=2 * n_mouth, out_dim=2 * n_mouth,
-                                     n_tokens=n_tokens, layers=decoder_layers,
-                                     local_attention_s=local_attention_s, **sizes)
+        tokens = dict(n_tokens=n_tokens, token_offset_s=token_offset_s, layers=decoder_layers,
+                      local_attention_s=local_attention_s)
+        self.face = IdentityDecoder(identity_dim=2 * n_points, out_dim=2 * n_points, **tokens, **sizes)
+        self.mouth = IdentityDecoder(identity_dim=2 * n_mouth, out_dim=2 * n_mouth, **tokens, **sizes)
 
     def forward(self, audio: torch.Tensor, v: torch.Tensor, v_m: torch.Tensor):
         memory = self.encoder(audio)  # (B, T, d), shared by both decoders (E(x) in Eq. 5-6)

@@ -322,6 +322,20 @@ TABLES: tuple[Table, ...] = (
         ("exit code of {key}", "exit_codes.*", "{}"),
         ("seconds in {key}", "stage_seconds.*", SECONDS),
         ("seconds to build the corpus", "build_seconds", SECONDS))),
+
+    # ---- docs/encoders.md
+    Table("encoders-bench", (Col("real-time factor", "rtf"), Col("CPU s per audio s", "cpu_rtf"),
+                             Col("peak RSS MB", "peak_rss_mb", fmt=COUNT),
+                             Col("load s", "load_s", fmt="{:.1f}"),
+                             Col("load average", "load_average_after", fmt="{:.1f}")),
+          (Row("{encoder}, {threads} thread(s), {workload}", "runs.*"),),
+          file="bench/results/encoders.json", label="encoder, threads, workload"),
+    Table("encoder-offsets", (Col("late by, ms (vs the frame's stamp)", "offset_ms", fmt="{:+.1f}"),
+                              Col("net of the log-mel, ms", "net_of_log_mel_ms", fmt="{:+.1f}"),
+                              Col("bootstrap sd, ms", "boot_sd_ms", fmt="{:.1f}"),
+                              Col("onsets", "events", fmt=COUNT)),
+          (Row("{key}", "features.*"),), file="bench/results/encoder_offsets.json",
+          label="features (demo corpus)"),
 )
 
 

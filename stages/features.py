@@ -1,4 +1,4 @@
-"""features stage: log-mel + wav2vec2 shards from the audio shards (resumable, persist: true)."""
+"""features stage: log-mel + content encoder shards from the audio shards (resumable, persist: true)."""
 from __future__ import annotations
 
 import argparse
@@ -12,13 +12,13 @@ from kfusion.stages._common import finish_stage, run_stage
 
 
 def _run(cfg: Config, args: argparse.Namespace) -> None:
-    """Compute log-mel and wav2vec2 features per clip into shards; skip shards already done."""
+    """Compute log-mel and content encoder features per clip into shards; skip shards done."""
     audio_dir, out = Path(cfg.audio.out), Path(cfg.features.out)
     if not (audio_dir / "config.yaml").exists():
         raise FileNotFoundError(f"{audio_dir}: no audio stage output; run the audio stage first")
     out.mkdir(parents=True, exist_ok=True)
     device = encoder_device(cfg)
-    encoder = encoder_record(cfg)   # load it once here: fail or warn before any work
+    encoder = encoder_record(cfg, device)   # load it once here: fail or warn before any work
     run = StageRun("features")      # its clock, and so real_time_factor, starts after the load
     figures = encode_features(cfg, out, device, encoder, run)
     finish_stage(cfg, run, out, max_reject_fraction=cfg.features.max_reject_fraction, extra=figures)

@@ -21,8 +21,8 @@ from kfusion.stages._common import finish_stage, run_stage
 
 def _run(cfg: Config, args: argparse.Namespace) -> None:
     """Cut clips into aligned 1 s windows, split them, and write memory-mappable arrays."""
-    timing = window_timing(cfg)   # video frames, mel and wav2vec2 frames of one window
-    src = read_sources(cfg, timing)
+    src = read_sources(cfg)
+    timing = window_timing(cfg, src.encoder["encoder"])   # video, mel and encoder frames of a window
     src.bad_features = find_non_finite_features(src, cfg.preprocess.workers)   # rejects
     out = fresh_dir(cfg.windows.out)
     run = StageRun("windows")

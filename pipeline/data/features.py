@@ -1,27 +1,24 @@
-"""Features stage library: log-mel (Global Domain) and wav2vec2 hidden states (Content Domain).
+"""Features stage library: log-mel (Global Domain) and the content encoder's states (Content
+Domain), per clip, in resumable shards.
 
 - log-mel: torchaudio MelSpectrogram, hop `features.hop_length` (160 at 16 kHz = 100 frames/s),
   centred frames (frame k is centred on k * hop), log(max(mel, 1e-5)). Shape (n_mel, n_mels).
-- wav2vec2: last hidden state of a frozen `Wav2Vec2Model`, 50 frames/s (frame k starts at
-  k * 20 ms, 25 ms receptive field), stored as float16. Shape (n_w2v, 768).
-  Loaded with `local_files_only=True` from a hub id (the local HF cache) or a directory:
-  nothing downloads. When that fails and `features.wav2vec2_fallback: random`, the same
-  architecture (`Wav2Vec2Config()` defaults = base) is built with seeded random weights;
-  that is warned about and recorded (`fallback: true`) in every shard and in the metrics.
-- Batches: clips sorted by length, at most `batch_seconds` of padded audio and at most
-  `max_pad_fraction` padding per batch, attention masked over the padding. wav2vec2-base
-  still normalises its first conv layer over the padded length (group norm), so padding
-  shifts every frame a little (2.5% padding: mean |diff| 1.5% of mean |h|, corr 0.9997,
-  tested); near-equal lengths keep that small.
-- Shards: clip ids sorted and cut every `clips_per_shard`; a shard is skipped when it exists
-  with the same fingerprint (params, encoder, input audio shards): resumable.
+- content states: the encoder `features.encoder` names (pipeline/data/encoders: wav2vec2,
+  Whisper, PPG or the random-weights control), (n_frames, feature_dim) at 50 frames/s, stored
+  as float16 in the `w2v` column (the paper's wav2vec2 slot; any encoder fills it). The
+  encoder is loaded once in the main process (fail early, and learn its record), then once
+  per worker; each worker checks it loaded the same weights.
+- Rejects: a clip shorter than one encoder frame (`too_short`), and a clip whose samples or
+  features are not finite (`non_finite_features`): NaN never reaches the windows.
+- Shards: clip ids sorted and cut every `clips_per_shard` (the unit of resume and of the
+  progress bar); a shard is skipped when it exists with the same fingerprint (params, encoder
+  record, input audio shards). Every shard's metadata and `encoder.json` carry the record.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
-import warnings
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Iterator
@@ -31,12 +28,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from kfusion.config import Config, FeaturesConfig
-from kfusion.shapes import ENCODER_SAMPLE_RATE_HZ, W2V_DIM, W2V_RECEPTIVE_SAMPLES, n_w2v_frames
+from kfusion.shapes import ENCODER_SAMPLE_RATE_HZ, W2V_RECEPTIVE_SAMPLES
+from kfusion.pipeline.data.encoders import EncoderMismatch, build_encoder, check_same, describe
 from kfusion.pipeline.data.executor import map_shards
 from kfusion.pipeline.data.shards import SHARD_GLOB, ShardTally, plan_shards, shard_meta, write_shard
-from kfusion.pipeline.io import StageRun, atomic_path, write_json
+from kfusion.pipeline.io import StageError, StageRun, atomic_path, write_json
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2   # 2: any content encoder (its record and width in the metadata)
 FEATURES_SCHEMA = pa.schema([
     ("clip_id", pa.string()), ("mel", pa.list_(pa.float32())), ("n_mel", pa.int32()),
     ("w2v", pa.list_(pa.float16())), ("n_w2v", pa.int32()),
@@ -57,82 +55,6 @@ def log_mel(samples: np.ndarray, transform) -> np.ndarray:
     with torch.no_grad():
         mel = transform(torch.from_numpy(np.array(samples, dtype=np.float32)))  # owned, writable
     return torch.log(mel.clamp_min(1e-5)).T.contiguous().numpy()  # (n_mel, n_mels)
-
-
-# ----------------------------------------------------------------------------- wav2vec2
-def load_wav2vec2(name_or_dir: str, *, fallback: str = "random", seed: int = 0):
-    """(model in eval mode, fallback used?, why it fell back or "")."""
-    from transformers import Wav2Vec2Model
-    try:
-        model = Wav2Vec2Model.from_pretrained(name_or_dir, local_files_only=True)
-        return model.eval(), False, ""
-    except Exception as e:   # missing from the cache, no such folder, corrupt weights
-        why = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-        if fallback != "random":
-            raise FileNotFoundError(
-                f"features.wav2vec2: cannot load {name_or_dir!r} offline ({why}); put the model "
-                f"in the Hugging Face cache or a local folder, or set "
-                f"features.wav2vec2_fallback: random") from None
-    warnings.warn(f"wav2vec2 {name_or_dir!r} could not be loaded offline ({why}); using the same "
-                  f"architecture with seeded random weights (seed={seed}). Features are recorded "
-                  f"as fallback: true.", stacklevel=2)
-    return random_wav2vec2(seed), True, why
-
-
-def random_wav2vec2(seed: int):
-    """The recorded fallback encoder: wav2vec2-base's architecture with seeded random weights
-    (a function of `seed` only), in eval mode."""
-    import torch
-    from transformers import Wav2Vec2Config, Wav2Vec2Model
-    torch.manual_seed(seed)
-    return Wav2Vec2Model(Wav2Vec2Config()).eval()   # defaults = wav2vec2-base (12 layers, 768 wide)
-
-
-def normalise(samples: np.ndarray) -> np.ndarray:
-    """Zero mean, unit variance per clip: what Wav2Vec2FeatureExtractor(do_normalize) does."""
-    x = samples.astype(np.float32)
-    return (x - x.mean()) / np.sqrt(x.var() + 1e-7)
-
-
-def plan_batches(lengths: list[int], batch_samples: int, max_pad_fraction: float) -> list[list[int]]:
-    """Indices grouped into batches of near-equal length (sorted), <= batch_samples padded."""
-    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
-    batches: list[list[int]] = []
-    for i in order:
-        if batches:
-            b = batches[-1]
-            longest, shortest = lengths[i], lengths[b[0]]
-            if (len(b) + 1) * longest <= batch_samples and \
-                    longest - shortest <= max_pad_fraction * longest:
-                b.append(i)
-                continue
-        batches.append([i])
-    return batches
-
-
-def wav2vec2_features(model, clips: list[np.ndarray], *, device: str = "cpu", half: bool = False,
-                      batch_samples: int = 960_000, max_pad_fraction: float = 0.05) -> list[np.ndarray]:
-    """Last hidden states per clip: list of (n_w2v_frames(n), 768) float16."""
-    import torch
-    dtype = torch.float16 if (half and device.startswith("cuda")) else torch.float32
-    use_mask = True   # mask attention over padding: batched output stays close to one-by-one
-    out: list[np.ndarray | None] = [None] * len(clips)
-    lengths = [len(c) for c in clips]
-    for batch in plan_batches(lengths, batch_samples, max_pad_fraction):
-        longest = max(lengths[i] for i in batch)
-        x = np.zeros((len(batch), longest), np.float32)   # (B, n)
-        mask = np.zeros((len(batch), longest), np.int64)
-        for j, i in enumerate(batch):
-            x[j, :lengths[i]] = normalise(clips[i])
-            mask[j, :lengths[i]] = 1
-        with torch.no_grad():
-            xt = torch.from_numpy(x).to(device=device, dtype=dtype)
-            kw = {"attention_mask": torch.from_numpy(mask).to(device)} if use_mask else {}
-            h = model(xt, **kw).last_hidden_state   # (B, T, 768)
-        h = h.float().cpu().numpy()
-        for j, i in enumerate(batch):
-            out[i] = h[j, :n_w2v_frames(lengths[i])].astype(np.float16)
-    return out  # type: ignore[return-value]
 
 
 # ----------------------------------------------------------------------------- shards
@@ -167,16 +89,17 @@ def shard_complete(path: Path, planned_ids: list[str], fp: str) -> bool:
 
 
 def write_features(path: Path, rows: list[dict], meta: dict, planned_ids: list[str]) -> None:
-    """Rows {clip_id, mel (n_mel, n_mels), w2v (n_w2v, 768) float16} -> one shard, atomically."""
+    """Rows {clip_id, mel (n_mel, n_mels), w2v (n, feature_dim) float16} -> one shard, atomically."""
     if path.suffix == ".npz":
         meta = {**meta, "planned_ids": planned_ids}
-        n_mels = rows[0]["mel"].shape[1] if rows else 0
         arrays = {
             "clip_id": np.array([r["clip_id"] for r in rows], dtype=str),
             "n_mel": np.array([len(r["mel"]) for r in rows], np.int32),
             "n_w2v": np.array([len(r["w2v"]) for r in rows], np.int32),
-            "mel": np.concatenate([r["mel"] for r in rows]) if rows else np.zeros((0, n_mels), np.float32),
-            "w2v": np.concatenate([r["w2v"] for r in rows]) if rows else np.zeros((0, W2V_DIM), np.float16),
+            "mel": np.concatenate([r["mel"] for r in rows]) if rows
+            else np.zeros((0, meta["n_mels"]), np.float32),
+            "w2v": np.concatenate([r["w2v"] for r in rows]) if rows
+            else np.zeros((0, meta["feature_dim"]), np.float16),
             "meta": np.array(json.dumps(meta)),
         }
         with atomic_path(path) as tmp, open(tmp, "wb") as fh:
@@ -188,7 +111,7 @@ def write_features(path: Path, rows: list[dict], meta: dict, planned_ids: list[s
 
 
 def iter_features(out_dir: str | Path, clip_ids: set[str] | None = None) -> Iterator[dict]:
-    """{clip_id, mel (n_mel, n_mels) float32, w2v (n_w2v, 768) float16} for every clip, shard by shard."""
+    """{clip_id, mel (n_mel, n_mels) float32, w2v (n, feature_dim) float16} per clip, by shard."""
     for path in sorted(Path(out_dir).glob("shard-*")):
         if path.suffix not in (".parquet", ".npz") or path.name.startswith("."):
             continue
@@ -206,76 +129,116 @@ def read_shard(path: Path, clip_ids: set[str] | None = None) -> Iterator[dict]:
                     yield {"clip_id": cid, "mel": mel[mo[i]:mo[i + 1]], "w2v": w2v[wo[i]:wo[i + 1]]}
         return
     t = pq.read_table(path)
-    n_mels = None
+    width = int(shard_meta(path)["feature_dim"])
     for i, cid in enumerate(t.column("clip_id").to_pylist()):
         if clip_ids is not None and cid not in clip_ids:
             continue
         n_mel = t.column("n_mel")[i].as_py()
         mel = t.column("mel")[i].values.to_numpy(zero_copy_only=False).astype(np.float32)
-        n_mels = mel.size // max(n_mel, 1)
         w2v = t.column("w2v")[i].values.to_numpy(zero_copy_only=False).astype(np.float16)
-        yield {"clip_id": cid, "mel": mel.reshape(n_mel, n_mels),
-               "w2v": w2v.reshape(-1, W2V_DIM)}
+        yield {"clip_id": cid, "mel": mel.reshape(n_mel, mel.size // max(n_mel, 1)),
+               "w2v": w2v.reshape(-1, width)}
+
+
+def read_encoder(out_dir: str | Path) -> dict[str, Any]:
+    """The encoder record of a features folder (its encoder.json), after checking that every
+    shard was made by that same encoder: features of mixed encoders are refused."""
+    out_dir = Path(out_dir)
+    path = out_dir / "encoder.json"
+    if not path.exists():
+        raise StageError(f"{path}: missing; the features were made by an older version or not "
+                         f"at all; run the features stage (dvc repro features)")
+    record = json.loads(path.read_text())
+    for shard in sorted(p for p in out_dir.glob("shard-*") if p.suffix in (".parquet", ".npz")):
+        meta = read_meta(shard)
+        if meta.get("schema_version") != SCHEMA_VERSION:
+            raise StageError(f"{shard}: features schema {meta.get('schema_version')}, this code "
+                             f"reads {SCHEMA_VERSION}; re-run the features stage")
+        try:
+            check_same(meta, record, f"{shard.name} was made by", "encoder.json names")
+        except EncoderMismatch as e:
+            raise EncoderMismatch(f"{out_dir}: features of mixed encoders ({e}); re-run the "
+                                  f"features stage") from None
+    return record
 
 
 # ----------------------------------------------------------------------------- worker side
-_MODEL: dict[str, Any] = {}
+_ENCODER: dict[str, Any] = {}
 
 
-def _worker_model(job: dict):
-    """The encoder, loaded once per worker process."""
-    import torch
-    key = (job["cfg"].wav2vec2, job["seed"], job["device"])
-    if _MODEL.get("key") != key:
-        torch.set_num_threads(job["threads"])
-        model, fallback, _ = load_wav2vec2(job["cfg"].wav2vec2, fallback=job["cfg"].wav2vec2_fallback,
-                                           seed=job["seed"])
-        if fallback != job["encoder"]["fallback"]:
-            raise RuntimeError("wav2vec2 loaded differently in a worker than in the main process")
-        model = model.to(job["device"])
-        if job["cfg"].half_precision and job["device"].startswith("cuda"):
-            model = model.half()
-        _MODEL.update(key=key, model=model, mel=mel_transform(job["cfg"]))
-    return _MODEL["model"], _MODEL["mel"]
+def worker_encoder(job: dict):
+    """The encoder the main process resolved, loaded once per process (and checked to be
+    the same weights)."""
+    key = (json.dumps(job["encoder"], sort_keys=True), job["device"])
+    if _ENCODER.get("key") != key:
+        if job["device"] == "cpu":
+            import torch
+            torch.set_num_threads(job["threads"])
+        enc = build_encoder(job["encoder"]["encoder"], job["cfg"], device=job["device"],
+                            threads=job["threads"])
+        check_same(enc.record, job["encoder"], "a worker loaded", "the stage resolved")
+        _ENCODER.update(key=key, encoder=enc, mel=mel_transform(job["cfg"]))
+    return _ENCODER["encoder"], _ENCODER["mel"]
+
+
+def keep_encoder(enc, fcfg: FeaturesConfig, device: str) -> None:
+    """Hand the main process's encoder to worker_encoder (one worker: no second load)."""
+    _ENCODER.update(key=(json.dumps(enc.record, sort_keys=True), device), encoder=enc,
+                    mel=mel_transform(fcfg))
+
+
+def release_encoder() -> None:
+    """Drop the main process's encoder when workers load their own (memory)."""
+    _ENCODER.clear()
+
+
+def read_clips(sources: list[str], ids: list[str]) -> list[tuple[str, np.ndarray]]:
+    """(clip id, samples) of these clips from their audio shards, sorted by id."""
+    want, clips = set(ids), []
+    for src in sources:
+        t = pq.read_table(src, columns=["clip_id", "samples"])
+        for i, cid in enumerate(t.column("clip_id").to_pylist()):
+            if cid in want:
+                clips.append((cid, t.column("samples")[i].values.to_numpy(zero_copy_only=False)))
+    return sorted(clips, key=lambda c: c[0])
+
+
+def usable_clips(clips: list[tuple[str, np.ndarray]]) -> tuple[list, list]:
+    """Clips to encode, and rejects [clip id, reason, message] for the others."""
+    usable, rejects = [], []
+    for cid, x in clips:
+        if len(x) < W2V_RECEPTIVE_SAMPLES:
+            rejects.append([cid, "too_short", f"{len(x)} samples: shorter than one 25 ms encoder frame"])
+        elif not np.isfinite(x).all():
+            bad = np.flatnonzero(~np.isfinite(x))
+            rejects.append([cid, "non_finite_features", f"{len(bad)} non-finite samples (first at "
+                                                        f"sample {bad[0]}): its features would be NaN"])
+        else:
+            usable.append((cid, x))
+    return usable, rejects
 
 
 def process_shard(job: dict[str, Any]) -> dict[str, Any]:
     """Compute one features shard from its audio rows (skipped when already complete)."""
-    import warnings as _w
     path, ids, fp = Path(job["path"]), job["ids"], job["fingerprint"]
     if shard_complete(path, ids, fp):
         meta = read_meta(path)
         return {"path": str(path), "skipped": True, "rejects": meta.get("rejects", []),
                 "n_rows": meta.get("n_rows", 0), "seconds": meta.get("seconds", 0.0)}
-    with _w.catch_warnings():
-        _w.simplefilter("ignore")   # the main process already warned about the fallback
-        model, mel_tf = _worker_model(job)
-    want = set(ids)
-    clips: list[tuple[str, np.ndarray]] = []
-    for src in job["sources"]:   # audio shards holding these clips
-        t = pq.read_table(src, columns=["clip_id", "samples"])
-        for i, cid in enumerate(t.column("clip_id").to_pylist()):
-            if cid in want:
-                clips.append((cid, t.column("samples")[i].values.to_numpy(zero_copy_only=False)))
-    clips.sort(key=lambda c: c[0])
-    rows, rejects = [], []
-    usable = []
-    for cid, x in clips:
-        if len(x) < W2V_RECEPTIVE_SAMPLES:   # shorter than one wav2vec2 frame (25 ms)
-            rejects.append([cid, "too_short", f"{len(x)} samples: shorter than one wav2vec2 frame"])
-        else:
-            usable.append((cid, x))
-    cfg = job["cfg"]
-    w2v = wav2vec2_features(model, [x for _, x in usable], device=job["device"],
-                            half=cfg.half_precision,
-                            batch_samples=int(cfg.batch_seconds * ENCODER_SAMPLE_RATE_HZ),
-                            max_pad_fraction=cfg.max_pad_fraction)
-    seconds = 0.0
-    for (cid, x), h in zip(usable, w2v):
-        rows.append({"clip_id": cid, "mel": log_mel(x, mel_tf), "w2v": h})
+    encoder, mel_tf = worker_encoder(job)
+    usable, rejects = usable_clips(read_clips(job["sources"], ids))
+    states = encoder.encode_many([x for _, x in usable])
+    rows, seconds = [], 0.0
+    for (cid, x), h in zip(usable, states):
+        mel = log_mel(x, mel_tf)
+        if not (np.isfinite(mel).all() and np.isfinite(h).all()):
+            rejects.append([cid, "non_finite_features", "its log-mel or encoder states hold "
+                                                        "NaN/inf (float16 overflow?)"])
+            continue
+        rows.append({"clip_id": cid, "mel": mel, "w2v": h})
         seconds += len(x) / ENCODER_SAMPLE_RATE_HZ
     meta = {"schema_version": SCHEMA_VERSION, "fingerprint": fp, **job["encoder"],
-            "n_mels": cfg.n_mels, "rejects": rejects, "n_rows": len(rows), "seconds": seconds}
+            "n_mels": job["cfg"].n_mels, "rejects": rejects, "n_rows": len(rows), "seconds": seconds}
     write_features(path, rows, meta, ids)
     return {"path": str(path), "skipped": False, "rejects": rejects, "n_rows": len(rows),
             "seconds": seconds}
@@ -293,16 +256,20 @@ def encoder_device(cfg: Config) -> str:
     return resolve_device(cfg.device).type
 
 
-def encoder_record(cfg: Config) -> dict:
-    """Load the encoder once here: fail or warn early, and know what every shard will record."""
-    model, fallback, why = load_wav2vec2(cfg.features.wav2vec2, fallback=cfg.features.wav2vec2_fallback,
-                                         seed=cfg.seed)
-    del model
-    enc = {"encoder": cfg.features.wav2vec2, "fallback": fallback}
-    if fallback:
-        enc.update(fallback_seed=cfg.seed, fallback_reason=why,
-                   fallback_architecture="transformers.Wav2Vec2Config() defaults (wav2vec2-base)")
-    return enc
+def encoder_record(cfg: Config, device: str) -> dict:
+    """Load the encoder once here: fail early, say which one auto chose, and learn the record
+    every shard will carry. The loaded encoder is kept for a run with one worker."""
+    import sys
+    from kfusion.pipeline.data.encoders import load_encoder
+    enc = load_encoder(cfg.features, device=device, threads=default_threads(1, cfg.features.threads))
+    keep_encoder(enc, cfg.features, device)
+    rec = enc.record
+    if rec.get("encoder_auto"):
+        print(f"[features] features.encoder auto: {rec['encoder_auto']}", file=sys.stderr, flush=True)
+    if rec["encoder_fallback"]:
+        print(f"warning: features.encoder random: {describe(rec)}; a control with random weights, "
+              f"recorded as encoder_fallback: true", file=sys.stderr, flush=True)
+    return dict(rec)
 
 
 def audio_inputs(audio_dir: Path) -> tuple[dict[str, str], dict[str, str]]:
@@ -323,10 +290,10 @@ def feature_jobs(cfg: Config, out: Path, encoder: dict, device: str) -> list[dic
     jobs = []
     for k, ids in enumerate(plan_shards(sorted(where), cfg.features.clips_per_shard)):
         sources = sorted({where[c] for c in ids})
-        fp = fingerprint(cfg.features, encoder, [ids, [audio_fp[s] for s in sources], cfg.seed])
+        fp = fingerprint(cfg.features, encoder, [ids, [audio_fp[s] for s in sources]])
         jobs.append({"path": str(feature_shard_path(out, k, cfg.features.format)), "ids": ids,
                      "sources": sources, "fingerprint": fp, "cfg": cfg.features,
-                     "encoder": encoder, "seed": cfg.seed, "device": device})
+                     "encoder": encoder, "device": device})
     keep = {Path(j["path"]).name for j in jobs}
     for p in out.glob("shard-*"):   # shards of an older plan or the other format
         if p.name not in keep:
@@ -338,17 +305,20 @@ def feature_jobs(cfg: Config, out: Path, encoder: dict, device: str) -> list[dic
 
 def encode_features(cfg: Config, out: Path, device: str, encoder: dict,
                     run: StageRun) -> dict[str, Any]:
-    """Every audio shard's clips -> log-mel + wav2vec2 shards under `out` (a finished shard is
+    """Every audio shard's clips -> log-mel + content shards under `out` (a finished shard is
     kept), encoder.json (`encoder`, from encoder_record) beside them; rejects and counts on
     `run`. Returns the figures reports/features.json adds. The audio is at 16 kHz: the config
     accepts no other rate."""
     jobs = feature_jobs(cfg, out, encoder, device)
     workers = 1 if device == "cuda" else min(cfg.preprocess.workers, max(len(jobs), 1))
-    threads = default_threads(workers, cfg.features.threads)   # torch threads per worker
+    threads = default_threads(workers, cfg.features.threads)   # CPU threads per worker
     jobs = [{**j, "threads": threads} for j in jobs]
+    if workers > 1:
+        release_encoder()
     tally = ShardTally()
     # one worker: encode here, with no pool (on CUDA the model stays in this process)
-    for res in map_shards(process_shard, jobs, workers=0 if workers == 1 else workers, desc="features"):
+    for res in map_shards(process_shard, jobs, workers=0 if workers == 1 else workers,
+                          desc="features"):
         tally.add(res, run)
     write_json(out / "encoder.json", encoder)
     return {**encoder, "device": device, "format": cfg.features.format,
@@ -358,4 +328,3 @@ def encode_features(cfg: Config, out: Path, device: str, encoder: dict,
             # they do not count (null when every shard was resumed)
             "real_time_factor": round(tally.computed_seconds / max(run.seconds, 1e-9), 2)
             if tally.computed_seconds else None}
-

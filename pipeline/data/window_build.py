@@ -26,9 +26,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from kfusion.config import Config, SplitConfig, WindowsConfig
-from kfusion.shapes import EMOTIONS, N_POINTS, SPLITS, W2V_DIM, WINDOW_ARRAYS, WindowTiming
+from kfusion.shapes import EMOTIONS, N_POINTS, SPLITS, WINDOW_ARRAYS, WindowTiming
 from kfusion.pipeline.data.executor import map_shards
-from kfusion.pipeline.data.features import read_meta, read_shard
+from kfusion.pipeline.data.features import read_encoder, read_meta, read_shard
 from kfusion.pipeline.data.index import read_manifest
 from kfusion.pipeline.data.windows import (WINDOWS_SCHEMA, gt_in_crop, landmark_rows, outside_frame,
                                            reference_frame, valid_starts, window_split)
@@ -40,21 +40,23 @@ from kfusion.pipeline.io import StageError, atomic_path, write_json, write_parqu
 class WindowSources:
     """What the windows stage reads from the index, landmarks and features stages."""
     manifest: dict[str, dict]             # clip id -> manifest row
-    n_feat: dict[str, tuple[int, int]]    # clip id -> (mel frames, wav2vec2 frames)
+    n_feat: dict[str, tuple[int, int]]    # clip id -> (mel frames, content encoder frames)
     feature_shard: dict[str, str]         # clip id -> the features shard holding it
-    encoder: dict                         # features/encoder.json
+    encoder: dict                         # features/encoder.json: the content encoder's record
     landmark_shards: list[str]
     bad_features: dict[str, str] = field(default_factory=dict)   # clip id -> what is non-finite
 
 
-def read_sources(cfg: Config, timing: WindowTiming) -> WindowSources:
-    """The manifest, the features index and the landmark shards; a clear error when a stage
-    before windows has not run, or made its features with another n_mels than the config's."""
+def read_sources(cfg: Config) -> WindowSources:
+    """The manifest, the features index and encoder, and the landmark shards; a clear error
+    when a stage before windows has not run, made its features with another n_mels than the
+    config's, or with more than one encoder."""
     for p in (Path(cfg.landmarks.out), Path(cfg.features.out)):
         if not p.exists():
             raise FileNotFoundError(f"{p}: missing; run the stages before windows (dvc repro)")
     manifest = {r["clip_id"]: r for r in read_manifest(cfg.index.out)}
     features_dir = Path(cfg.features.out)
+    encoder = read_encoder(features_dir)   # refuses shards of mixed encoders
     n_feat, where = {}, {}
     for p in sorted(features_dir.glob("shard-*")):
         if p.suffix == ".npz":
@@ -67,12 +69,10 @@ def read_sources(cfg: Config, timing: WindowTiming) -> WindowSources:
             continue
         for c, a, b in zip(ids, nm, nw):
             n_feat[c], where[c] = (a, b), str(p)
-    shards = sorted(set(where.values()))
-    if shards and (n_mels := int(read_meta(shards[0]).get("n_mels", timing.n_mels))) != timing.n_mels:
+    shards, want = sorted(set(where.values())), cfg.features.n_mels
+    if shards and (n_mels := int(read_meta(shards[0]).get("n_mels", want))) != want:
         raise StageError(f"{shards[0]}: made with {n_mels} mel bands, features.n_mels="
-                         f"{timing.n_mels}; re-run the features stage (dvc repro features)")
-    enc_path = features_dir / "encoder.json"
-    encoder = json.loads(enc_path.read_text()) if enc_path.exists() else {}
+                         f"{want}; re-run the features stage (dvc repro features)")
     return WindowSources(manifest, n_feat, where, encoder,
                          sorted(str(p) for p in Path(cfg.landmarks.out).glob("shard-*.parquet")))
 
@@ -83,7 +83,7 @@ def scan_features_shard(path: str) -> dict[str, str]:
     out = {}
     for f in read_shard(Path(path)):
         parts = []
-        for name, a in (("log-mel", f["mel"]), ("wav2vec2", f["w2v"])):
+        for name, a in (("log-mel", f["mel"]), ("content encoder", f["w2v"])):
             bad = ~np.isfinite(a)
             if bad.any():
                 frame = int(np.flatnonzero(bad.any(axis=1))[0])
@@ -279,7 +279,7 @@ def fill_shard(job: dict[str, Any]) -> int:
             a["identity"][i] = r["landmarks_px"][s] if job["identity"] == "window_first" \
                 else it["identity"]                                             # (68, 2)
             a["mel"][i] = f["mel"][m0:m0 + n_mel]                               # (100, n_mels)
-            a["w2v"][i] = f["w2v"][w0:w0 + n_tokens]                            # (49, 768)
+            a["w2v"][i] = f["w2v"][w0:w0 + n_tokens]                # (n_tokens, feature_dim)
             a["emotion"][i] = it["emotion_id"]
             a["gt_landmarks"][i] = gt_crop[s:s + frames] if gt_crop is not None else np.nan
             n += 1
@@ -289,12 +289,13 @@ def fill_shard(job: dict[str, Any]) -> int:
     return n
 
 
-def array_shapes(timing: WindowTiming) -> dict[str, tuple[tuple[int, ...], type]]:
-    """Each window array's per-window shape and dtype (WINDOW_ARRAYS order)."""
+def array_shapes(timing: WindowTiming, feature_dim: int) -> dict[str, tuple[tuple[int, ...], type]]:
+    """Each window array's per-window shape and dtype (WINDOW_ARRAYS order); `w2v` holds the
+    content encoder's frames, feature_dim wide (768 wav2vec2, 384 Whisper tiny.en, 191 PPG)."""
     clip = (timing.n_frames, N_POINTS, 2)
     return {"landmarks": (clip, np.float32), "identity": ((N_POINTS, 2), np.float32),
             "mel": ((timing.n_mel, timing.n_mels), np.float32),
-            "w2v": ((timing.n_tokens, W2V_DIM), np.float16), "emotion": ((), np.int64),
+            "w2v": ((timing.n_tokens, feature_dim), np.float16), "emotion": ((), np.int64),
             "gt_landmarks": (clip, np.float32)}
 
 
@@ -304,7 +305,7 @@ def write_arrays(out: Path, wp: WindowPlan, src: WindowSources, gt: dict[str, np
     with contextlib.ExitStack() as stack:
         tmp: dict[str, dict[str, str]] = {s: {} for s in SPLITS}
         for s in SPLITS:
-            for k, (shape, dtype) in array_shapes(timing).items():
+            for k, (shape, dtype) in array_shapes(timing, int(src.encoder["feature_dim"])).items():
                 path = stack.enter_context(atomic_path(out / s / f"{k}.npy"))
                 arr = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=(wp.counts[s], *shape))
                 del arr   # header + size written; workers fill it
@@ -326,7 +327,7 @@ def split_meta(cfg: Config, timing: WindowTiming, encoder: dict, rows: list[dict
     return {"n_windows": n, "fps": cfg.landmarks.fps, "frames": cfg.windows.frames,
             "stride_frames": cfg.windows.stride_frames, "mel_frames": timing.n_mel,
             "n_mels": timing.n_mels, "w2v_frames": timing.n_tokens,
-            "encoder": encoder.get("encoder", ""), "fallback": bool(encoder.get("fallback", False)),
+            **encoder,   # the content encoder's record: name, weights hash, feature_dim, ...
             "corpora": sorted({r["corpus"] for r in rows}),
             "emotions": list(EMOTIONS), "identity": cfg.windows.identity,
             "identity_leaky": cfg.windows.identity == "window_first",
@@ -357,4 +358,5 @@ def window_metrics(cfg: Config, wp: WindowPlan, src: WindowSources, plans: list[
             "windows_dropped_for_identity": wp.windows_dropped_for_identity,
             "speakers_with_neutral": wp.speakers_with_neutral,
             "clips_with_groundtruth": n_gt, "clips_missing_upstream": len(missing),
-            "encoder": src.encoder.get("encoder", ""), "fallback": src.encoder.get("fallback")}
+            **{k: src.encoder.get(k) for k in ("encoder", "encoder_version", "encoder_sha256",
+                                                "encoder_fallback", "feature_dim")}}

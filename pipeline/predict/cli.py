@@ -1,7 +1,7 @@
 """`kfusion predict`: argument handling and messages around `kfusion.pipeline.predict.predictor`.
 
 Exit codes: 0 done; 2 a problem the user can act on (one line on stderr, no traceback).
-Warnings (several faces in the image, the random-weights wav2vec2) go to stderr as
+Warnings (several faces in the image, the random-weights control encoder) go to stderr as
 `warning: ...` lines; the summary (checkpoint, emotion, files) to stdout.
 """
 from __future__ import annotations
@@ -47,8 +47,9 @@ def run(args: argparse.Namespace) -> int:
         predictor = Predictor(ckpt, device=getattr(args, "device", "auto"), params=params,
                               ffmpeg=ffmpeg, log=_say)
         if predictor.encoder_info.get("encoder_fallback"):
-            print(f"warning: this checkpoint was trained on features of the seeded random-weights "
-                  f"wav2vec2 fallback (seed {predictor.cfg.seed}); predictions use the same",
+            from kfusion.pipeline.data.encoders import describe
+            print(f"warning: this checkpoint was trained on features of the random-weights "
+                  f"control encoder, {describe(predictor.encoder_info)}; predictions use the same",
                   file=sys.stderr, flush=True)
         result = predictor.predict(args.audio, args.image, out=args.out, emotion=args.emotion,
                                    side_by_side=args.side_by_side, strict=args.strict,

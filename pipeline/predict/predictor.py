@@ -12,12 +12,13 @@ checkpoint's recorded config, so a prediction input looks exactly like a trainin
 - face: the landmark stage's detector + tracker + crop rule (`kfusion.pipeline.data.landmarks.track_clip`,
   `postprocess`: square of crop_scale x face size, resized to crop_px) on the image decoded by
   the same ffmpeg pipe (`kfusion.pipeline.media.video.iter_frames`); its crop-px landmarks are the identity;
-- features: `kfusion.pipeline.data.features.log_mel` and `wav2vec2_features` on the whole clip (the encoder
-  the checkpoint's training data came from, including the seeded random fallback), then the
-  windows stage's span rule (`kfusion.shapes.window_timing`: spans and audio starts) for each window.
-  Audio longer than `W2V_CHUNK_S` goes through wav2vec2 in chunks with context on both sides
-  (self-attention over 10 minutes at once would need tens of GB); training clips are shorter
-  than one chunk, so for them nothing differs.
+- features: `kfusion.pipeline.data.features.log_mel` and the content encoder the checkpoint's
+  training data came from (its record: wav2vec2, Whisper, PPG or the random control with its
+  seed; the weights found here must hash to the recorded SHA-256, else PredictError) on the
+  whole clip, then the windows stage's span rule (`kfusion.shapes.window_timing`: spans and
+  audio starts) for each window. Audio longer than 30 s goes through the encoder in chunks
+  with context on both sides (`kfusion.pipeline.data.encoders.chunking`, the features stage's
+  own rule); training clips are shorter than one chunk, so for them nothing differs.
 Windows of 1 s start every `stride_frames` frames (plus one flush with the end) and are
 blended by `kfusion.pipeline.predict.stitch.Stitcher` (tapered weights, so no seams). The model runs in
 batches; the whole clip's features are held once (10 min: ~46 MB wav2vec2 in float16).
@@ -43,14 +44,12 @@ from kfusion.config import Config, ConfigError, model_switches
 from kfusion.device import resolve_device
 from kfusion.pipeline.io import progress
 from kfusion.pipeline.training.checkpoint import (CheckpointError, build_checkpoint_model,
-                                                  checkpoint_config, config_differences,
-                                                  emotion_head, read_checkpoint)
-from kfusion.shapes import (EMOTIONS, ENCODER_SAMPLE_RATE_HZ, N_POINTS, W2V_DIM, W2V_HOP_SAMPLES,
-                            W2V_RECEPTIVE_SAMPLES, n_w2v_frames, window_timing)
+                                                  checkpoint_config, checkpoint_encoder,
+                                                  config_differences, emotion_head,
+                                                  read_checkpoint)
+from kfusion.shapes import EMOTIONS, N_POINTS, window_timing
 
 DEFAULT_CHECKPOINT = Path("models/best.pt")
-W2V_CHUNK_S = 30.0      # audio per wav2vec2 pass beyond which the clip is chunked
-W2V_CONTEXT_S = 2.0     # extra audio on each side of a chunk, cut from its output
 
 
 class PredictError(RuntimeError):
@@ -179,63 +178,28 @@ def find_identity(image: str | Path, cfg: Config, *, strict: bool = False, ffmpe
 
 
 # ----------------------------------------------------------------------------- features
-def load_encoder(cfg: Config, encoder: dict[str, Any], device: torch.device):
-    """The wav2vec2 the checkpoint's features came from: real weights, or the same seeded
-    random fallback the features stage built (seed = the run's `seed`). -> (model, fallback)."""
-    from kfusion.pipeline.data.features import load_wav2vec2, random_wav2vec2
-    name = encoder.get("encoder") or cfg.features.wav2vec2
-    recorded = encoder.get("encoder_fallback")
-    if recorded:
-        # The features stage's own seeded fallback, even on a machine where the real weights
-        # are cached: the model was trained on those features.
-        model, fallback = random_wav2vec2(cfg.seed), True
-    else:
-        policy = "error" if recorded is False else cfg.features.wav2vec2_fallback
-        try:
-            model, fallback, _ = load_wav2vec2(name, fallback=policy, seed=cfg.seed)
-        except FileNotFoundError as e:
-            raise PredictError(f"the checkpoint was trained on features of wav2vec2 {name!r}, "
-                               f"which cannot be loaded here: {e}") from None
-    return model.to(device), fallback
+def load_encoder(cfg: Config, record: dict[str, Any], device: torch.device):
+    """The content encoder the checkpoint's features came from (its record), loaded here;
+    PredictError when it cannot be, or when its weights are not the recorded ones."""
+    from kfusion.pipeline.data.encoders import EncoderLoadError, EncoderMismatch, load_recorded
+    try:
+        return load_recorded(record, cfg.features, device=device.type,
+                             threads=max(torch.get_num_threads(), 1))
+    except (EncoderLoadError, EncoderMismatch) as e:
+        raise PredictError(f"the checkpoint's content encoder cannot be used here: {e}") from None
 
 
-def wav2vec2_chunked(model, samples: np.ndarray, *, device: str, half: bool,
-                     chunk_s: float = W2V_CHUNK_S, context_s: float = W2V_CONTEXT_S,
-                     sample_rate_hz: int = ENCODER_SAMPLE_RATE_HZ) -> np.ndarray:
-    """(n_w2v_frames(n), 768) float16: the features stage's call on the whole clip, or, past
-    chunk_s, on chunks starting at multiples of the frame stride with context on both sides."""
-    from kfusion.pipeline.data.features import wav2vec2_features
-    n = len(samples)
-    total = n_w2v_frames(n)
-    if n <= chunk_s * sample_rate_hz:
-        return wav2vec2_features(model, [samples], device=device, half=half)[0]
-    x = samples   # each chunk is normalised on its own by wav2vec2_features, like a clip
-    core = int(chunk_s * sample_rate_hz) // W2V_HOP_SAMPLES     # frames per chunk
-    ctx = int(context_s * sample_rate_hz) // W2V_HOP_SAMPLES
-    out = np.zeros((total, W2V_DIM), np.float16)
-    for f0 in progress(range(0, total, core), desc="wav2vec2", unit="chunk"):
-        a = max(f0 - ctx, 0)                                      # first frame computed
-        s0 = a * W2V_HOP_SAMPLES
-        s1 = min(n, (f0 + core + ctx) * W2V_HOP_SAMPLES + W2V_RECEPTIVE_SAMPLES)
-        h = wav2vec2_features(model, [x[s0:s1]], device=device, half=half)[0]
-        f1 = min(f0 + core, total)
-        out[f0:f1] = h[f0 - a:f1 - a]
-    return out
-
-
-def clip_features(samples: np.ndarray, cfg: Config, encoder_model, device: torch.device,
-                  ) -> tuple[np.ndarray, np.ndarray]:
-    """mel (n_mel, n_mels) float32 and w2v (n_w2v, 768) float16 for the whole clip, padded
-    so every window of the clip has its full spans."""
+def clip_features(samples: np.ndarray, cfg: Config, encoder) -> tuple[np.ndarray, np.ndarray]:
+    """mel (n_mel, n_mels) float32 and w2v (n_frames, feature_dim) float16 (the content
+    encoder's states) for the whole clip, padded so every window has its full spans."""
     from kfusion.pipeline.data.features import log_mel, mel_transform
-    timing = window_timing(cfg)
+    timing = window_timing(cfg, encoder.record["encoder"])
     fps, frames, sr = cfg.landmarks.fps, cfg.windows.frames, cfg.audio.sample_rate_hz
     x = samples
     if len(x) < round(frames / fps * sr):   # shorter than one window: pad with silence
         x = np.concatenate([x, np.zeros(round(frames / fps * sr) - len(x), np.float32)])
     mel = log_mel(x, mel_transform(cfg.features, sr))                          # (n_mel, n_mels)
-    w2v = wav2vec2_chunked(encoder_model, x, device=device.type,
-                           half=cfg.features.half_precision, sample_rate_hz=sr)  # (n_w2v, 768)
+    w2v = encoder.encode(x)                                # (n_frames, feature_dim), chunked > 30 s
     # The last window (flush with the end) may need a frame more than the clip gives:
     # repeat the edge frame instead of dropping the window as training does.
     T = max(round(len(samples) / sr * fps), frames)
@@ -250,10 +214,10 @@ def _edge_pad(a: np.ndarray, n: int) -> np.ndarray:
 
 
 def window_batches(mel: np.ndarray, w2v: np.ndarray, starts: list[int], cfg: Config,
-                   batch_size: int) -> Iterator[tuple[list[int], torch.Tensor, torch.Tensor]]:
-    """(starts, mel (B, 100, n_mels) f32, w2v (B, 49, 768) f32): each window's audio spans,
-    as the windows stage cuts them (kfusion.shapes.window_timing)."""
-    timing = window_timing(cfg)
+                   encoder: str, batch_size: int) -> Iterator[tuple[list[int], torch.Tensor, torch.Tensor]]:
+    """(starts, mel (B, 100, n_mels) f32, w2v (B, n_tokens, feature_dim) f32): each window's
+    audio spans, as the windows stage cuts them (kfusion.shapes.window_timing)."""
+    timing = window_timing(cfg, encoder)
     for i in range(0, len(starts), batch_size):
         chunk = starts[i:i + batch_size]
         first = [timing.audio_starts(s) for s in chunk]
@@ -275,6 +239,7 @@ class Predictor:
         try:   # the checkpoint's errors are the evaluate stage's too; here they are the user's
             ckpt = read_checkpoint(self.checkpoint)
             self.cfg = checkpoint_config(ckpt, self.checkpoint)
+            self.encoder_info = checkpoint_encoder(ckpt, self.checkpoint)   # its record
             if params is not None:
                 check_params(self.cfg, params, self.checkpoint)
             try:
@@ -285,7 +250,6 @@ class Predictor:
         except CheckpointError as e:
             raise PredictError(str(e)) from None
         self.ffmpeg = ffmpeg
-        self.encoder_info = dict(ckpt.get("encoder") or {})
         head = emotion_head(ckpt)
         self.classifier = head.to(self.device) if head is not None else None
         self.emotion_record = ckpt.get("emotion_classifier")   # the head and its held-out test
@@ -297,8 +261,7 @@ class Predictor:
     def encoder(self):
         if self._encoder is None:
             t0 = time.perf_counter()
-            self._encoder, fb = load_encoder(self.cfg, self.encoder_info, self.device)
-            self.encoder_info.setdefault("encoder_fallback", fb)
+            self._encoder = load_encoder(self.cfg, self.encoder_info, self.device)
             self.load_seconds["encoder"] = time.perf_counter() - t0
         return self._encoder
 
@@ -330,9 +293,9 @@ class Predictor:
             identity, notes = find_identity(image, cfg, strict=strict, ffmpeg=self.ffmpeg,
                                             backend=self.backend())
         encoder = self.encoder()   # loaded once per Predictor; timed in load_seconds
-        with self._step(f"features of {duration_s:.1f} s of audio (log-mel, wav2vec2)", timings,
-                        "features"):
-            mel, w2v = clip_features(samples, cfg, encoder, self.device)
+        with self._step(f"features of {duration_s:.1f} s of audio (log-mel, "
+                        f"{self.encoder_info['encoder']})", timings, "features"):
+            mel, w2v = clip_features(samples, cfg, encoder)
         T = round(duration_s * fps)
         starts = window_starts_for(T, frames, stride_frames)
         with self._step("emotion", timings, "emotion"):
@@ -390,7 +353,8 @@ class Predictor:
         """Softmax of the emotion head, averaged over windows: (8,)."""
         from kfusion.pipeline.training.emotion import pooled_features
         acc = torch.zeros(len(EMOTIONS), dtype=torch.float64)
-        for chunk, m, w in window_batches(mel, w2v, starts, self.cfg, batch_size):
+        for chunk, m, w in window_batches(mel, w2v, starts, self.cfg, self.encoder_info["encoder"],
+                                          batch_size):
             logits = self.classifier(pooled_features(m, w).to(self.device))   # (B, 8)
             acc += logits.float().softmax(-1).sum(0).cpu().double()
         return (acc / len(starts)).numpy()
@@ -401,8 +365,9 @@ class Predictor:
         frames = self.cfg.windows.frames
         stitch = Stitcher(T, frames, (N_POINTS, 2))
         ident = torch.from_numpy(np.asarray(identity, np.float32))
-        batches = progress(window_batches(mel, w2v, starts, self.cfg, batch_size), desc="model",
-                           total=-(-len(starts) // batch_size), unit="batch")
+        batches = progress(window_batches(mel, w2v, starts, self.cfg, self.encoder_info["encoder"],
+                                          batch_size),
+                           desc="model", total=-(-len(starts) // batch_size), unit="batch")
         for chunk, m, w in batches:
             B = len(chunk)
             batch = {"mel": m.to(self.device), "w2v": w.to(self.device),

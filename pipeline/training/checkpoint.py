@@ -3,16 +3,18 @@
 The train stage writes models/best.pt, models/last.pt and, after every epoch, the resume
 state with `save_checkpoint`: a torch-saved dict of
 
-    model (state_dict), config (kfusion.config.to_dict), encoder (which wav2vec2 made the
-    features), data (the windows' fingerprint), world_size, device, amp, version, epoch,
+    model (state_dict), config (kfusion.config.to_dict), encoder (the record of the content
+    encoder that made the features: name, weights hash, width; pipeline/data/encoders), data
+    (the windows' fingerprint), world_size, device, amp, version, epoch,
     history, metrics, best_score; after training also emotion_classifier
     (EmotionClassifier.export() plus its report). last.pt and the resume state add
     optimizer, scheduler, scaler, rng and resume_key.
 
 Evaluation and `kfusion predict` read one with `read_checkpoint` (a missing, unreadable or
 foreign file is a CheckpointError with one line saying what to do), rebuild the config it
-was trained with (`checkpoint_config`) and its model with the weights loaded strictly
-(`build_checkpoint_model`); `load_trained` does all three.
+was trained with (`checkpoint_config`) and its model, for its encoder's features, with the
+weights loaded strictly (`build_checkpoint_model`); `load_trained` does all three. Both
+refuse features of another encoder than the checkpoint's (`check_encoder`).
 """
 from __future__ import annotations
 
@@ -25,14 +27,16 @@ from typing import Any, Callable
 import torch
 
 from kfusion.config import Config, ConfigError, from_dict, to_dict
+from kfusion.pipeline.data.encoders import EncoderMismatch, check_same, record_of
 from kfusion.pipeline.io import StageError, atomic_path
 from kfusion.pipeline.training.dataset import file_sha256
 from kfusion.pipeline.training.emotion import EmotionClassifier
 
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2   # 2: the content encoder's full record (name, weights hash, width)
 # Keys outside `model` whose values shape what the model sees; features made with other
-# values would not look like the checkpoint's training windows.
-INPUT_KEYS = (("features", ("n_mels", "n_fft", "win_length", "hop_length", "wav2vec2")),
+# values would not look like the checkpoint's training windows. (Which encoder made them is
+# checked on its record, name and weights hash: check_encoder.)
+INPUT_KEYS = (("features", ("n_mels", "n_fft", "win_length", "hop_length")),
               ("windows", ("frames",)), ("landmarks", ("fps", "crop_px", "crop_scale")),
               ("audio", ("sample_rate_hz",)))
 
@@ -79,14 +83,37 @@ def checkpoint_config(state: dict[str, Any], path: str | Path) -> Config:
                               f"({e}); retrain with `dvc repro`") from None
 
 
+def checkpoint_encoder(state: dict[str, Any], path: str | Path) -> dict[str, Any]:
+    """The record of the encoder whose features the checkpoint was trained on."""
+    try:
+        return record_of(state.get("encoder") or {}, f"{path} (its encoder)")
+    except EncoderMismatch:
+        raise CheckpointError(f"{path}: written before content encoders were recorded (no "
+                              f"encoder name, weights hash and width); retrain with `dvc "
+                              f"repro`") from None
+
+
+def check_encoder(state: dict[str, Any], path: str | Path, features: dict[str, Any],
+                  what: str) -> None:
+    """CheckpointError (one line) unless `features` (an encoder record) names the encoder the
+    checkpoint was trained on: same name and weights hash."""
+    try:
+        check_same(checkpoint_encoder(state, path), features, f"{path} was trained on", what)
+    except EncoderMismatch as e:
+        raise CheckpointError(f"{e}; recompute the features with the checkpoint's encoder "
+                              f"or retrain (dvc repro)") from None
+
+
 def build_checkpoint_model(cfg: Config, state: dict[str, Any], path: str | Path,
                            device: torch.device,
-                           build_model: Callable[[Config], torch.nn.Module] | None = None,
+                           build_model: Callable[[Config, dict], torch.nn.Module] | None = None,
                            ) -> torch.nn.Module:
-    """The model `cfg` builds, with the checkpoint's weights loaded strictly, in eval mode."""
+    """The model `cfg` builds for the checkpoint's encoder, with the checkpoint's weights
+    loaded strictly, in eval mode."""
     if build_model is None:
         from kfusion.model.build import build_model
-    model = build_model(dataclasses.replace(cfg, device="cpu"))  # weights are CPU tensors
+    encoder = checkpoint_encoder(state, path)
+    model = build_model(dataclasses.replace(cfg, device="cpu"), encoder)  # weights: CPU tensors
     try:
         model.load_state_dict(state["model"], strict=True)
     except RuntimeError as e:
@@ -150,7 +177,7 @@ class Trained:
 
 
 def load_trained(path: str | Path, device: torch.device,
-                 build_model: Callable[[Config], torch.nn.Module] | None = None) -> Trained:
+                 build_model: Callable[[Config, dict], torch.nn.Module] | None = None) -> Trained:
     """Read a checkpoint and rebuild its model with the config it was trained with."""
     path = Path(path)
     state = read_checkpoint(path)

@@ -4,7 +4,8 @@ Arrays are opened with `np.load(mmap_mode="r")` lazily, per process (so DataLoad
 and DistributedSampler ranks each map the files themselves instead of pickling them). An
 item is the Model API batch dict plus what training and evaluation need beside it:
 
-    mel (100, n_mels) f32, w2v (49, 768) f32, identity (68, 2) f32 crop px, emotion () long,
+    mel (100, n_mels) f32, w2v (n_tokens, feature_dim) f32 content encoder states (49 x 768
+    for wav2vec2), identity (68, 2) f32 crop px, emotion () long,
     target (30, 68, 2) f32 reference landmarks, gt_landmarks (30, 68, 2) f32 (NaN: none),
     index () long (row in this split), clip_id str, corpus str
 """
@@ -21,6 +22,7 @@ import torch
 from torch.utils.data import Dataset
 
 from kfusion.pipeline.io import StageError
+from kfusion.pipeline.data.encoders import record_of
 from kfusion.shapes import SPLITS, WINDOW_ARRAYS
 
 
@@ -134,11 +136,10 @@ def read_meta(split_dir: str | Path) -> dict[str, Any]:
     return json.loads(p.read_text()) if p.exists() else {}
 
 
-def encoder_info(meta: dict[str, Any]) -> dict[str, Any]:
-    """Which wav2vec2 produced the features, and whether it was the random-weights fallback."""
-    enc = meta.get("encoder_id", meta.get("encoder", meta.get("wav2vec2", "unknown")))
-    fb = meta.get("fallback", meta.get("encoder_fallback"))
-    return {"encoder": str(enc), "encoder_fallback": None if fb is None else bool(fb)}
+def encoder_info(ds: "WindowDataset") -> dict[str, Any]:
+    """The record of the content encoder that made a split's features (its meta.json):
+    name, weights hash, width, whether it is the random-weights control."""
+    return record_of(ds.meta, str(ds.dir / "meta.json"))
 
 
 def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:

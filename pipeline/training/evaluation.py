@@ -40,7 +40,7 @@ from kfusion.config import Config, model_switches, paper_differences
 from kfusion.device import resolve_device
 from kfusion.pipeline.io import atomic_path, progress, write_json
 from kfusion.pipeline.training.bootstrap import clip_means
-from kfusion.pipeline.training.checkpoint import Trained, load_trained
+from kfusion.pipeline.training.checkpoint import Trained, check_encoder, load_trained
 from kfusion.pipeline.training.dataset import (WindowDataset, check_finite_inputs, encoder_info,
                                                model_inputs)
 from kfusion.pipeline.training.metrics import (METRIC_NAMES, MOUTH_R, TABLE_NAMES, MetricTable,
@@ -157,7 +157,7 @@ def _score(cfg: Config, trained: Trained, test: WindowDataset, device: torch.dev
 
 def evaluate(cfg: Config, windows_dir: str | Path, checkpoint: str | Path, *,
              outputs: EvalOutputs, set_name: str = "test", landmarks_dir: str | Path | None = None,
-             build_model: Callable[[Config], torch.nn.Module] | None = None) -> dict[str, Any]:
+             build_model: Callable[[Config, dict], torch.nn.Module] | None = None) -> dict[str, Any]:
     """Evaluate `checkpoint` on windows_dir/test; write the compact metrics, the report and
     the plots (`outputs`); return the report."""
     device = resolve_device(cfg.device)
@@ -165,6 +165,8 @@ def evaluate(cfg: Config, windows_dir: str | Path, checkpoint: str | Path, *,
     test = WindowDataset(Path(windows_dir) / "test")
     if len(test) == 0:
         raise FileNotFoundError(f"{Path(windows_dir) / 'test'}: no test windows to evaluate")
+    check_encoder(trained.state, trained.path, encoder_info(test),
+                  f"the test windows' features ({test.dir}) come from")
     mm = trained.state.get("mean_motion")
     offset = torch.as_tensor(mm).float() if mm is not None else None     # (T, 68, 2)
     partners = swap_partners(test.clip_ids, cfg.evaluate.swap_seed)
@@ -196,9 +198,10 @@ def compact_record(report: dict[str, Any]) -> dict[str, Any]:
 
 def provenance(cfg: Config, trained: Trained, test: WindowDataset, set_name: str) -> dict[str, Any]:
     """How the numbers were made: checkpoint, encoder, training, data, departures from the paper."""
-    tcfg, enc = trained.cfg, encoder_info(test.meta)
+    tcfg, enc = trained.cfg, encoder_info(test)
     return {"set": set_name, "corpora": sorted(set(test.corpora)),
-            "encoder": enc["encoder"], "encoder_fallback": enc["encoder_fallback"],
+            **{k: enc[k] for k in ("encoder", "encoder_version", "encoder_sha256",
+                                   "encoder_fallback", "feature_dim")},
             "checkpoint": str(trained.path), "checkpoint_sha256": trained.sha256,
             "seed": tcfg.seed, "epochs": tcfg.train.epochs,
             "best_epoch": trained.state.get("epoch"), "preset": tcfg.preset,

@@ -133,7 +133,7 @@ def set_rng_state(s: dict[str, Any]) -> None:
 
 
 # ----------------------------------------------------------------------------- pieces
-def default_builders() -> tuple[Callable[[Config], nn.Module], Callable[..., torch.Tensor]]:
+def default_builders() -> tuple[Callable[[Config, dict], nn.Module], Callable[..., torch.Tensor]]:
     from kfusion.model.build import build_model
     from kfusion.model.loss import landmark_loss
     return build_model, landmark_loss
@@ -352,7 +352,7 @@ def _open_windows(cfg: Config, windows_dir: Path) -> tuple[WindowDataset, Window
     return train_ds, val_ds
 
 
-def _set_up(cfg: Config, windows_dir: Path, build_model: Callable[[Config], nn.Module],
+def _set_up(cfg: Config, windows_dir: Path, build_model: Callable[[Config, dict], nn.Module],
             loss_fn: Callable[..., torch.Tensor], d: Dist) -> _Run:
     """Seed, open the data, build the model and the recipe (Adam, cosine schedule)."""
     if cfg.train.threads:
@@ -361,7 +361,8 @@ def _set_up(cfg: Config, windows_dir: Path, build_model: Callable[[Config], nn.M
     train_ds, val_ds = _open_windows(cfg, windows_dir)
     fingerprint = data_fingerprint(windows_dir)
     amp = cfg.train.amp and d.device.type == "cuda"
-    model = build_model(cfg).to(d.device)
+    encoder = encoder_info(train_ds)   # the content encoder: the model's input width and tokens
+    model = build_model(cfg, encoder).to(d.device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.train.epochs,
                                                        eta_min=cfg.train.eta_min)
@@ -371,7 +372,7 @@ def _set_up(cfg: Config, windows_dir: Path, build_model: Callable[[Config], nn.M
                              batch_size=cfg.train.batch_size)[0] if val_ds and len(val_ds) else None
     # the mean-motion baseline's trajectory travels with the weights: evaluating this
     # checkpoint on any corpus never needs its training windows
-    provenance = {"config": to_dict(cfg), "encoder": encoder_info(train_ds.meta),
+    provenance = {"config": to_dict(cfg), "encoder": encoder,
                   "data": fingerprint, "world_size": d.world, "device": d.device.type,
                   "amp": amp, "version": CHECKPOINT_VERSION,
                   "mean_motion": torch.from_numpy(mean_offset(train_ds)).float()}   # (T, 68, 2)

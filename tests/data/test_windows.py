@@ -22,12 +22,12 @@ from data_helpers import manifest_row, small_grid, write_manifest, write_params
 from test_features import tiny_wav2vec2_dir
 
 
-def _timing(**sections):
+def _timing(encoder: str = "wav2vec2", **sections):
     """window_timing of the default config with some keys of some sections replaced."""
     cfg = Config()
     for name, keys in sections.items():
         setattr(cfg, name, replace(getattr(cfg, name), **keys))
-    return window_timing(cfg)
+    return window_timing(cfg, encoder)
 
 
 def test_window_timing_at_the_defaults_and_at_hop_320():
@@ -39,6 +39,14 @@ def test_window_timing_at_the_defaults_and_at_hop_320():
     t = _timing(features={"hop_length": 320})   # 50 mel frames/s
     assert (t.n_mel, t.n_tokens, t.mel_rate_hz) == (50, 49, 50.0)
     assert t.audio_starts(7) == (12, 12)      # round(11.67), round(11.67)
+    # the content encoder's frame rule sets the tokens of 1 s (16000 samples): wav2vec2's
+    # conv stack 49, Whisper ceil(100 mel frames / 2) = 50, hama's 16000 // 320 + 1 = 51;
+    # all at 50 frames/s, so a window starts at the same frame for all of them
+    for encoder, tokens, offset_s in (("random", 49, 0.0125), ("whisper", 50, 0.0), ("ppg", 51, 0.0)):
+        t = _timing(encoder)
+        assert (t.n_tokens, t.token_offset_s, t.audio_starts(7)) == (tokens, offset_s, (23, 12))
+    with pytest.raises(ValueError, match="unknown content encoder"):
+        _timing("auto")   # never resolved here: the features' encoder.json names the encoder
 
 
 def test_valid_starts():
@@ -106,7 +114,7 @@ def test_stage_end_to_end_on_grid(tmp_path, monkeypatch, identity, by):
         assert len(table) == len(a["landmarks"]) == meta["n_windows"]
         for i, w in enumerate(table):
             c, f, s = lm[w["clip_id"]], feats[w["clip_id"]], w["start_frame"]
-            m0, w0 = window_timing(Config()).audio_starts(s)
+            m0, w0 = window_timing(Config(), "wav2vec2").audio_starts(s)
             assert np.array_equal(a["landmarks"][i], c["landmarks_px"][s:s + 30])
             assert np.array_equal(a["mel"][i], f["mel"][m0:m0 + 100])
             assert np.array_equal(a["w2v"][i], f["w2v"][w0:w0 + 49])
@@ -242,7 +250,7 @@ def test_stage_rejects_a_clip_with_non_finite_features(tmp_path, monkeypatch, ca
     assert {r["reason"] for r in rejects.values()} == {"non_finite_features"}
     assert rejects["c0"]["message"] == "log-mel: 1 of 24080 values NaN or infinite (first in " \
                                        "frame 42 of 301)"          # 301 mel frames x 80 bands
-    assert rejects["c2"]["message"] == "wav2vec2: 2 of 114432 values NaN or infinite (first " \
+    assert rejects["c2"]["message"] == "content encoder: 2 of 114432 values NaN or infinite (first " \
                                        "in frame 7 of 149)"        # 149 frames x 768
     table = pq.read_table("data/windows/train/windows.parquet").to_pylist()
     assert {w["clip_id"] for w in table} == {"c1"} and len(table) == 5   # starts 0, 15, .., 60

@@ -163,15 +163,15 @@ def _features_dir(d: Path, clips: list[Path]) -> Path:
     (d / "data/audio/config.yaml").write_text("{}")
     cfg = default_dict()
     cfg["preprocess"]["workers"] = 1
-    # the seeded base-architecture fallback: slow enough per shard to be killed between shards
-    cfg["features"].update(clips_per_shard=1, threads=1, wav2vec2=str(d / "no-such-encoder"))
+    # wav2vec2-base with random weights: slow enough per shard to be killed between shards
+    cfg["features"].update(clips_per_shard=1, threads=1, encoder="random")
     (d / "params.yaml").write_text(yaml.safe_dump(cfg))
     return d
 
 
 def test_features_sigkill_then_rerun_equals_uninterrupted(tmp_path):
     clips, straight, out, present, m = _straight_and_killed(tmp_path, "features", _features_dir)
-    assert m["shards_resumed"] == len(present) and m["processed"] == N_CLIPS and m["fallback"]
+    assert m["shards_resumed"] == len(present) and m["processed"] == N_CLIPS and m["encoder_fallback"]
     from kfusion.pipeline.data.features import iter_features
     a = {r["clip_id"]: r for r in iter_features(straight / "data/features")}
     b = {r["clip_id"]: r for r in iter_features(out)}

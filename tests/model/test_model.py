@@ -11,11 +11,19 @@ import torch
 from kfusion.config import Config, ConfigError, from_dict, to_dict
 from kfusion.shapes import MOUTH_INDICES
 from kfusion.device import resolve_device
-from kfusion.model.build import build_model, parameter_counts
+from kfusion.model.build import build_model as build_for, parameter_counts
 from kfusion.model.loss import from_unit, landmark_loss, to_unit
 
 MOUTH = list(MOUTH_INDICES)
 NON_MOUTH = [i for i in range(68) if i not in MOUTH]
+
+
+W2V = {"encoder": "wav2vec2", "feature_dim": 768}   # the fields of a record the model reads
+
+
+def build_model(cfg: Config, encoder: dict = W2V):
+    """The model for wav2vec2's features (49 tokens x 768 per 1 s window) unless told."""
+    return build_for(cfg, encoder)
 
 
 def tiny_cfg(**model) -> Config:
@@ -69,6 +77,26 @@ def test_the_window_comes_from_the_config():
              "identity": 100 + 60 * torch.rand(2, 68, 2, generator=g), "emotion": torch.tensor([0, 1])}
     with torch.no_grad():
         assert model(batch).shape == (2, 60, 68, 2)
+
+
+@pytest.mark.parametrize("encoder,width,tokens,offset_s", [
+    ("wav2vec2", 768, 49, 0.0125), ("random", 768, 49, 0.0125),
+    ("whisper", 384, 50, 0.0), ("ppg", 191, 51, 0.0)])
+def test_the_content_input_follows_the_encoder(encoder, width, tokens, offset_s):
+    # the width comes from the record (features' metadata), the tokens from the frame rule
+    model = build_model(tiny_cfg(), {"encoder": encoder, "feature_dim": width}).eval()
+    assert (model.n_tokens, model.content_dim) == (tokens, width)
+    assert model.content_domain.proj.in_features == width
+    assert model.content_domain.emotion.weight.shape == (8, width)
+    assert model.content_domain.encoder.offset_s == offset_s
+    assert model.global_domain.face.token_offset_s == offset_s
+    batch = make_batch()
+    batch["w2v"] = torch.randn(2, tokens, width)
+    with torch.no_grad():
+        assert model(batch).shape == (2, 30, 68, 2)
+    batch["w2v"] = torch.randn(2, 49 if tokens != 49 else 50, width)   # another encoder's tokens
+    with pytest.raises(ValueError, match="model input 'w2v'"):
+        model(batch)
 
 
 SWITCHES = list(itertools.product(["kan", "mlp", "none"], [True, False], [True, False],

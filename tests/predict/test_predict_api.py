@@ -1,4 +1,5 @@
-"""The Python API: stitching against the model called by hand, short audio, chunked wav2vec2."""
+"""The Python API: stitching against the model called by hand, short audio, output files.
+(Chunked encoding of long audio, shared with the features stage: tests/data/test_encoders.py.)"""
 from __future__ import annotations
 
 from pathlib import Path
@@ -52,9 +53,10 @@ def test_short_audio_is_one_window_called_by_hand(predictor: Predictor, face: Pa
     assert r.emotion == "fear" and r.emotion_probabilities is None and r.paths == {}
 
     from kfusion.pipeline.predict.predictor import clip_features
-    mel, w2v = clip_features(x, predictor.cfg, predictor.encoder(), torch.device("cpu"))
+    mel, w2v = clip_features(x, predictor.cfg, predictor.encoder())
+    assert predictor.encoder_info["encoder"] == "whisper"   # the synthetic windows' encoder
     batch = {"mel": torch.from_numpy(mel[None, :100]),
-             "w2v": torch.from_numpy(w2v[None, :49].astype(np.float32)),
+             "w2v": torch.from_numpy(w2v[None, :50].astype(np.float32)),   # 50 Whisper frames
              "identity": torch.from_numpy(r.identity.landmarks_crop[None]),
              "emotion": torch.tensor([EMOTIONS.index("fear")])}
     with torch.no_grad():
@@ -70,26 +72,13 @@ def test_stitched_windows_use_the_windows_stage_spans(predictor: Predictor, face
     assert abs(sum(r.emotion_probabilities.values()) - 1) < 1e-5
     # the tiny head did not beat chance on its held-out windows: auto falls back to neutral
     assert (r.emotion, r.emotion_source) == ("neutral", "neutral") and "held-out" in r.emotion_note
-    # window at frame 20 covers mel frames 67..166 and wav2vec2 frames 33..81 (t0 = 0.667 s)
-    assert window_timing(predictor.cfg).audio_starts(20) == (67, 33)
+    # window at frame 20 covers mel frames 67..166 and Whisper frames 33..82 (t0 = 0.667 s)
+    t = window_timing(predictor.cfg, "whisper")
+    assert (t.audio_starts(20), t.n_tokens) == ((67, 33), 50)
     # stride 30 (no overlap) vs 10: both are blends of the same model; where only one window
     # covers a frame (the first 10 frames) they agree exactly
     r30 = predictor.predict(AUDIO, face, emotion=r.emotion, stride_frames=30)
     np.testing.assert_allclose(r30.landmarks_crop[:10], r.landmarks_crop[:10], atol=1e-4)
-
-
-@pytest.mark.slow
-def test_chunked_wav2vec2_stays_aligned(predictor: Predictor) -> None:
-    from kfusion.pipeline.data.features import wav2vec2_features
-    from kfusion.pipeline.predict.predictor import wav2vec2_chunked
-    x = decode_audio(AUDIO)                                   # 4.8 s
-    whole = wav2vec2_features(predictor.encoder(), [x])[0].astype(np.float32)
-    chunked = wav2vec2_chunked(predictor.encoder(), x, device="cpu", half=False,
-                               chunk_s=1.5, context_s=1.0).astype(np.float32)
-    assert chunked.shape == whole.shape
-    corr = lambda a, b: float(np.mean([np.corrcoef(u, v)[0, 1] for u, v in zip(a, b)]))
-    assert corr(whole, chunked) > 0.95                       # same frames, context-limited
-    assert corr(whole[1:], chunked[:-1]) < 0.7               # a one-frame shift would show
 
 
 def test_output_names_and_csv(tmp_path: Path) -> None:

@@ -30,7 +30,7 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "2", "PYTHONWARNINGS": "ignore"}
 
 
 def tiny_params(tmp: Path, **model) -> dict:
-    """The real model, shrunk; real feature sizes (80 mels, 768-wide wav2vec2)."""
+    """The real model, shrunk; real feature sizes (80 mels, 384-wide Whisper tiny.en)."""
     return {"seed": 7, "device": "cpu",
             "model": {"d_model": 16, "n_heads": 2, "ff_mult": 1, "lstm_hidden": 8,
                       "fusion_channels": 8, "kan": {"hidden": [8], "grid_size": 3}, **model},
@@ -92,6 +92,17 @@ def assert_user_error(r: subprocess.CompletedProcess, *needles: str) -> None:
         assert n in errors[0], (n, errors[0])
 
 
+def test_a_checkpoint_of_another_encoder_exits_2(ckpt: Path, media: dict, tmp_path: Path) -> None:
+    # the checkpoint says Whisper with other weights than the bundled ones: refused, one line
+    state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    state["encoder"] = {**state["encoder"], "encoder_sha256": "0" * 64}
+    torch.save(state, tmp_path / "other.pt")
+    r = kfusion("--audio", media["audio"], "--image", media["face"], "--out", tmp_path / "o.mp4",
+                "--checkpoint", tmp_path / "other.pt", "--emotion", "sad")
+    assert_user_error(r, "encoder mismatch", "000000000000", "1a5afae06a4d")
+    assert not (tmp_path / "o.mp4").exists()
+
+
 # ----------------------------------------------------------------------------- full runs
 MEAD_ARGS = ("--emotion", "auto", "--stride-frames", "7", "--device", "cpu")
 
@@ -130,6 +141,9 @@ def test_predict_mead_audio_and_face(mead_run, ckpt: Path, media: dict) -> None:
     assert abs(sum(meta["emotion_probabilities"].values()) - 1) < 1e-4   # in the JSON anyway
     assert meta["model"] == {"fusion": "kan", "global_domain": True, "lstm": True,
                              "global_input": "mel", "target": "offset"}
+    enc = meta["encoder"]   # the content encoder's record, as the checkpoint holds it
+    assert (enc["encoder"], enc["encoder_fallback"], enc["feature_dim"]) == ("whisper", False, 384)
+    assert len(enc["encoder_sha256"]) == 64 and enc["encoder_version"] == "0.1.0"
     # dlib finds this face at x 704-1200, y 372-868 (496 px); the crop is 1.6 x its landmarks
     assert 850 < x0 + side / 2 < 1050 and 520 < y0 + side / 2 < 720 and 500 < side < 900
     rows = (tmp_path / "out.crop.csv").read_text().splitlines()

@@ -21,6 +21,7 @@ from kfusion.pipeline.training.metrics import AUTHORS_MOUTH, reference_metrics
 from kfusion.shapes import MOUTH_INDICES
 
 MOUTH = list(MOUTH_INDICES)
+from train_helpers import whisper_record
 
 
 def _np_ld(pred, ref, pts=None):
@@ -132,7 +133,8 @@ def test_compact_metrics_report_and_plots(trained, windows: Path, tmp_path):
     assert rec["systems"] == [{"system": s, **{k: v for k, v in m.items() if v is not None}}
                               for s, m in systems.items()]
     prov = dict(line.split(": ", 1) for line in rec["provenance"])
-    assert prov["encoder"] == "synthetic" and prov["encoder_fallback"] == "True"
+    assert prov["encoder"] == "whisper" and prov["encoder_fallback"] == "False"
+    assert prov["encoder_sha256"] == whisper_record()["encoder_sha256"]
     assert prov["checkpoint"].endswith("best.pt") and len(prov["checkpoint_sha256"]) == 64
     # tiny_params keeps the project's departures from the paper; the record names them
     assert "'model.mel_norm': 'window'" in prov["differs_from_paper"]
@@ -201,3 +203,25 @@ def test_reference_definition_labelled_drop_last_and_batch_dependent(trained, wi
     by_batch = [reference_metrics(still[i:i + 5], ref[i:i + 5]) for i in (0, 5, 10)]
     assert r5["identity"]["ref M-LVD"] == pytest.approx(np.mean([b["ref M-LVD"] for b in by_batch]))
     assert AUTHORS_MOUTH[0] == 49 and AUTHORS_MOUTH[-1] == 48
+
+
+
+def test_the_evaluate_stage_refuses_features_of_another_encoder(trained, windows, tmp_path, capsys):
+    from kfusion.config import to_dict
+    from kfusion.stages import evaluate as evaluate_stage
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(to_dict(trained)))
+    # the test windows' features come from other weights than the checkpoint was trained on
+    meta_path = windows / "test" / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    meta_path.write_text(json.dumps({**meta, "encoder_sha256": "e" * 64}))
+    capsys.readouterr()
+    assert evaluate_stage.main(["--params", str(params)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: evaluate: encoder mismatch: "), err
+    assert whisper_record()["encoder_sha256"][:12] in err[0] and "eeeeeeeeeeee" in err[0]
+    metrics = Path(trained.evaluate.out) / "test.json"
+    assert not metrics.exists()
+    meta_path.write_text(json.dumps(meta))   # the same encoder: it runs
+    assert evaluate_stage.main(["--params", str(params)]) == 0
+    assert "encoder: whisper" in json.loads(metrics.read_text())["provenance"]

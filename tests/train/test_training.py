@@ -12,6 +12,7 @@ from kfusion.pipeline.training.emotion import pooled_windows
 from kfusion.pipeline.training.checkpoint import load_checkpoint
 from kfusion.pipeline.training.loop import NonFiniteLoss, _Interrupt, train
 from torch.utils.data import DataLoader
+from train_helpers import whisper_record
 
 
 def _states_equal(a: dict, b: dict) -> bool:
@@ -22,7 +23,8 @@ def test_dataset_items_follow_the_model_api(windows: Path):
     ds = WindowDataset(windows / "train")
     batch = next(iter(DataLoader(ds, batch_size=4)))
     assert batch["mel"].shape == (4, 100, 16) and batch["mel"].dtype == torch.float32
-    assert batch["w2v"].shape == (4, 49, 768) and batch["w2v"].dtype == torch.float32
+    # the windows' encoder (their meta: Whisper tiny.en): 50 tokens per 1 s, 384 wide
+    assert batch["w2v"].shape == (4, 50, 384) and batch["w2v"].dtype == torch.float32
     assert batch["identity"].shape == (4, 68, 2)
     assert batch["emotion"].dtype == torch.long and batch["target"].shape == (4, 30, 68, 2)
     assert batch["index"].tolist() == [0, 1, 2, 3] and len(batch["clip_id"]) == 4
@@ -36,7 +38,8 @@ def test_training_writes_checkpoints_logs_and_emotion_head(tiny_cfg, windows: Pa
     assert [h["epoch"] for h in r.history] == [1, 2, 3]
     last, best = load_checkpoint(r.last), load_checkpoint(r.best)
     assert last["epoch"] == 3 and best["epoch"] == min(r.history, key=lambda h: h["val/loss"])["epoch"]
-    assert last["encoder"] == {"encoder": "synthetic", "encoder_fallback": True}
+    assert last["encoder"] == whisper_record()   # the windows' encoder record, whole
+    assert last["encoder"]["encoder_fallback"] is False and last["encoder"]["feature_dim"] == 384
     assert last["data"]["train"]["windows"] == 48
     assert last["data"] == data_fingerprint(windows)
     assert last["config"]["model"]["d_model"] == 16
@@ -103,7 +106,7 @@ def test_max_windows_fits_the_emotion_head_on_those_windows(tiny_cfg, windows: P
     # train.max_windows: 10 of 48 windows; the head's features and labels are both those 10
     ds = WindowDataset(windows / "train", max_windows=10)
     x, y = pooled_windows(ds, step=4)
-    assert x.shape == (10, 768 + 2 * 16) and y.tolist() == ds.arrays()["emotion"][:10].tolist()
+    assert x.shape == (10, 384 + 2 * 16) and y.tolist() == ds.arrays()["emotion"][:10].tolist()
     r = train(tiny_cfg(epochs=1, max_windows=10), windows, tmp_path / "models")
     assert r.emotion_classifier["train_windows"] == 10
 

@@ -3,16 +3,31 @@ and a synthetic `data/windows` folder (imported by name: tests/train is on sys.p
 from __future__ import annotations
 
 import json
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from kfusion.shapes import EMOTIONS, N_POINTS, SPLITS, W2V_DIM
+from kfusion.shapes import EMOTIONS, MOUTH_INDICES, N_POINTS, SPLITS, n_content_frames
 
 N_MELS = 16
-MEL_FRAMES, W2V_FRAMES = 100, 49   # one 1 s window at the defaults (kfusion.shapes.window_timing)
+MEL_FRAMES = 100   # one 1 s window at the defaults (kfusion.shapes.window_timing)
+
+
+@lru_cache(maxsize=None)
+def whisper_record() -> dict:
+    """The real record of the bundled Whisper tiny.en (what the features stage writes), so a
+    checkpoint trained on synthetic windows predicts with a real, fast encoder."""
+    from kfusion.config import FeaturesConfig
+    from kfusion.pipeline.data.encoders import build_encoder
+    return dict(build_encoder("whisper", FeaturesConfig()).record)
+
+
+def content_shape(encoder: dict) -> tuple[int, int]:
+    """(tokens per 1 s window, width) of an encoder record's features."""
+    return n_content_frames(encoder["encoder"], 16000), int(encoder["feature_dim"])
 
 
 def tiny_params(tmp: Path, **train) -> dict:
@@ -34,15 +49,19 @@ def tiny_params(tmp: Path, **train) -> dict:
 
 def write_synthetic_windows(root: str | Path, *, n_train: int = 64, n_val: int = 16,
                             n_test: int = 16, n_mels: int = 16, frames: int = 30,
-                            seed: int = 0, corpus: str = "demo", with_gt: bool = True) -> Path:
+                            seed: int = 0, corpus: str = "demo", with_gt: bool = True,
+                            encoder: dict | None = None) -> Path:
     """A tiny `data/windows`-like folder with a learnable audio -> mouth relation.
 
-    Each window has a loudness track a(t) in [0, 1]; the mel and wav2vec2 arrays carry it
-    (plus noise), and the reference landmarks are the identity with the mouth points opened
+    Each window has a loudness track a(t) in [0, 1]; the mel and content (`w2v`) arrays carry
+    it (plus noise), and the reference landmarks are the identity with the mouth points opened
     by 6 px * a(t) and a small emotion-dependent smile. The ground truth is the reference
-    minus a fixed per-window detector jitter (when `with_gt`, demo corpus only).
+    minus a fixed per-window detector jitter (when `with_gt`, demo corpus only). `encoder`:
+    the content encoder record the meta names (its frame count and width shape `w2v`);
+    default the bundled Whisper tiny.en's.
     """
     root = Path(root)
+    encoder = encoder or whisper_record()
     rng = np.random.default_rng(seed)
     theta = np.linspace(0, 2 * np.pi, N_POINTS, endpoint=False)
     template = np.stack([128 + 50 * np.cos(theta), 128 + 60 * np.sin(theta)], -1).astype(np.float32)
@@ -54,31 +73,32 @@ def write_synthetic_windows(root: str | Path, *, n_train: int = 64, n_val: int =
     counts = dict(zip(SPLITS, (n_train, n_val, n_test)))
     for s, (split, n) in enumerate(counts.items()):
         arrays, emotion = _synthetic_split(rng, n, n_mels, frames, template, open_dir,
-                                           with_gt=with_gt and corpus == "demo")
+                                           content_shape(encoder), with_gt=with_gt and corpus == "demo")
         d = root / split
         d.mkdir(parents=True, exist_ok=True)
         for name, a in arrays.items():
             np.save(d / f"{name}.npy", a)
-        _write_table(d, split, s, emotion, corpus)
+        _write_table(d, split, s, emotion, corpus, encoder)
     return root
 
 
 def _synthetic_split(rng: np.random.Generator, n: int, n_mels: int, frames: int,
-                     template: np.ndarray, open_dir: np.ndarray, *, with_gt: bool,
-                     ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+                     template: np.ndarray, open_dir: np.ndarray, content: tuple[int, int], *,
+                     with_gt: bool) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """One split's window arrays (kfusion.shapes.WINDOW_ARRAYS) and its emotion ids."""
     freq = rng.uniform(1.0, 4.0, n)
     phase = rng.uniform(0, 2 * np.pi, n)
     amp = lambda t: 0.5 + 0.5 * np.sin(2 * np.pi * freq[:, None] * t[None] + phase[:, None])
     a_audio = amp(np.linspace(0, 1, MEL_FRAMES))
     a_video = amp(np.linspace(0, 1, frames))
-    a_w2v = amp(np.linspace(0, 1, W2V_FRAMES))
+    n_tokens, width = content
+    a_w2v = amp(np.linspace(0, 1, n_tokens))
     emotion = rng.integers(0, len(EMOTIONS), n)
     identity = template[None] + rng.normal(0, 2.0, (n, 1, 2)).astype(np.float32)
     mel = rng.normal(0, 0.1, (n, MEL_FRAMES, n_mels)).astype(np.float32)
     mel += a_audio[:, :, None].astype(np.float32) * np.linspace(1, 0.2, n_mels, dtype=np.float32)
     mel[:, :, -1] += emotion[:, None] / len(EMOTIONS)
-    w2v = rng.normal(0, 0.1, (n, W2V_FRAMES, W2V_DIM)).astype(np.float32)
+    w2v = rng.normal(0, 0.1, (n, n_tokens, width)).astype(np.float32)
     w2v[:, :, :8] += a_w2v[:, :, None]
     w2v[:, :, 8:16] += (emotion[:, None, None] / len(EMOTIONS))
     smile = np.zeros((len(EMOTIONS), N_POINTS, 2), np.float32)
@@ -92,7 +112,8 @@ def _synthetic_split(rng: np.random.Generator, n: int, n_mels: int, frames: int,
             "gt_landmarks": gt.astype(np.float32)}, emotion
 
 
-def _write_table(d: Path, split: str, s: int, emotion: np.ndarray, corpus: str) -> None:
+def _write_table(d: Path, split: str, s: int, emotion: np.ndarray, corpus: str,
+                 encoder: dict) -> None:
     """windows.parquet and meta.json as the windows stage writes them (speakers S<s>NN)."""
     n = len(emotion)
     clip = [f"{corpus}:S{s}{i // 4:02d}:{EMOTIONS[e]}:1:{i:03d}" for i, e in enumerate(emotion)]
@@ -103,5 +124,5 @@ def _write_table(d: Path, split: str, s: int, emotion: np.ndarray, corpus: str) 
         "level": np.ones(n, np.int64), "start_frame": np.zeros(n, np.int64),
         "split": [split] * n}), d / "windows.parquet")
     (d / "meta.json").write_text(json.dumps({
-        "encoder": "synthetic", "fallback": True, "fps": 30, "corpora": [corpus],
+        **encoder, "fps": 30, "corpora": [corpus],
         "identity": "clip", "split": "speaker", "leaky": False}))
