@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "train"))  # the tests' synthetic windows
 
 from kfusion.config import load  # noqa: E402
-from kfusion.pipeline.training.dataset import WindowDataset, model_inputs  # noqa: E402
+from kfusion.pipeline.training.dataset import WindowDataset, encoder_info, model_inputs  # noqa: E402
 from train_helpers import write_synthetic_windows  # noqa: E402
 
 
@@ -52,7 +52,7 @@ def main() -> int:
     loader = torch.utils.data.DataLoader(ds, batch_size=cfg.train.batch_size, shuffle=True,
                                          num_workers=cfg.train.num_workers, drop_last=True)
     torch.manual_seed(cfg.seed)
-    model = build_model(cfg)
+    model = build_model(cfg, encoder_info(ds))   # for the windows' content encoder
     opt = torch.optim.Adam(model.parameters(), lr=cfg.train.lr)
 
     def step(batch):

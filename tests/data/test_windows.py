@@ -253,7 +253,9 @@ def test_stage_rejects_a_clip_with_non_finite_features(tmp_path, monkeypatch, ca
     assert rejects["c2"]["message"] == "content encoder: 2 of 114432 values NaN or infinite (first " \
                                        "in frame 7 of 149)"        # 149 frames x 768
     table = pq.read_table("data/windows/train/windows.parquet").to_pylist()
-    assert {w["clip_id"] for w in table} == {"c1"} and len(table) == 5   # starts 0, 15, .., 60
-    m = json.loads((tmp_path / "metrics/windows.json").read_text())
+    # starts 15 .. 60: c1 has no other clip, so its identity comes from frames outside every
+    # window (windows.identity: other_clip), and the window at 0 gives way
+    assert {w["clip_id"] for w in table} == {"c1"} and [w["start_frame"] for w in table] == [15, 30, 45, 60]
+    m = json.loads((tmp_path / "reports/windows.json").read_text())
     assert (m["rejected"], m["reject_reasons"], m["clips_missing_upstream"]) == \
         (2, {"non_finite_features": 2}, 0)

@@ -32,14 +32,18 @@ def _gate(tiny_cfg, windows: Path, out: Path) -> dict:
 
 
 def _emotion_in_w2v(windows: Path) -> None:
-    """Every split's wav2vec2 frames carry the window's emotion one-hot in dims 0-7 (plus noise)
-    and nothing else: a head can learn that on the training speakers and keep it on val."""
+    """Every split's content encoder frames carry the window's emotion one-hot in dims 0-7 (plus noise)
+    and nothing else carries anything: a head can learn that on the training speakers and keep it on val."""
     rng = np.random.default_rng(0)
     for split in ("train", "val", "test"):
         e = np.load(windows / split / "emotion.npy")
-        w2v = np.zeros((len(e), 49, 768), np.float32)
-        w2v[:, :, :8] = np.eye(8)[e][:, None] + rng.normal(0, 0.05, (len(e), 49, 8))
+        n_tokens, width = np.load(windows / split / "w2v.npy", mmap_mode="r").shape[1:]
+        w2v = np.zeros((len(e), n_tokens, width), np.float32)
+        w2v[:, :, :8] = np.eye(8)[e][:, None] + rng.normal(0, 0.05, (len(e), n_tokens, 8))
         np.save(windows / split / "w2v.npy", w2v.astype(np.float16))
+        # the log-mel says nothing (its pooled noise would let a 48-window head overfit)
+        mel = np.load(windows / split / "mel.npy")
+        np.save(windows / split / "mel.npy", np.zeros_like(mel))
 
 
 def test_a_head_that_learned_the_emotions_is_trusted(tiny_cfg, windows: Path, tmp_path):

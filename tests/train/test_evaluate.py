@@ -73,7 +73,7 @@ def trained(windows: Path, tmp_path):
 def _rerun_model(path: Path, test: Path, mel=None, w2v=None) -> np.ndarray:
     """The checkpoint's model on the test arrays, built and loaded here, not by evaluation."""
     state = torch.load(path, map_location="cpu", weights_only=False)
-    model = build_model(from_dict(state["config"]))
+    model = build_model(from_dict(state["config"]), state["encoder"])
     model.load_state_dict(state["model"])
     model.eval()
     batch = {"mel": torch.from_numpy(np.load(test / "mel.npy") if mel is None else mel).float(),
