@@ -4,6 +4,7 @@ evaluate stage's compact record, DVCLive's metrics) and two experiments: every l
 output fits in 120 columns, and it shows the model's metrics and the switches that changed."""
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -53,7 +54,11 @@ def test_readme_comparison_commands_fit_120_columns(tmp_path: Path):
     repo.mkdir()
     shutil.copy(REPO / "params.yaml", repo)
     (repo / "dvclive/train").mkdir(parents=True)
-    shutil.copy(REPO / "dvclive/train/metrics.json", repo / "dvclive/train")
+    # DVCLive's last-epoch summary, as the train stage writes it (dvclive/train is a cached
+    # out, not in git): its nested keys are the 8 columns DVC adds per experiment
+    (repo / "dvclive/train/metrics.json").write_text(json.dumps(
+        {"step": 11, "train": {"loss": 0.0123, "lr": 1.2e-05},
+         "val": {"loss": 0.0101, "M-LD": 2.91, "M-LVD": 0.71, "F-LD": 2.48, "F-LVD": 0.47}}))
     (repo / "stage.py").write_text(STAGE)
     (repo / "dvc.yaml").write_text(
         "stages:\n  evaluate:\n    cmd: python stage.py\n    deps: [stage.py]\n"
