@@ -245,7 +245,7 @@ def test_an_index_that_finds_no_clip_fails_naming_the_layout(tmp_path, corpus, f
     assert line.startswith(f"error: index: index.roots.{corpus}: {root} holds no clips in the "
                            f"{corpus} layout, ")
     expected = {"mead": "<SPK>/video/front/<emotion>/level_<n>/<id>.mp4",
-                "grid": "s<N>/<id>.mpg", "cremad": "AudioWAV/<actor>_<sentence>_<EMO>_<LVL>.wav"}
+                "grid": "s<N>/<id>.mpg", "cremad": "VideoFlash/<actor>_<sentence>_<EMO>_<LVL>.flv"}
     assert expected[corpus] in line
     assert (f"it holds {len(files)} file(s), e.g. {', '.join(files)}" if files
             else "it holds no files") in line

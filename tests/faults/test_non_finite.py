@@ -50,8 +50,8 @@ def params(tmp, w2v: str) -> dict:
                       kan={**d["model"]["kan"], "hidden": [8], "grid_size": 3})
     d["train"].update(epochs=1, batch_size=16, resume=False, out=str(tmp / "models"),
                       resume_dir=str(tmp / "resume"), emotion_classifier_epochs=2)
-    d["evaluate"].update(out=str(tmp / "metrics"), plots=str(tmp / "plots/evaluate"),
-                         landmarks_dir=str(tmp / "data/landmarks"))
+    d["evaluate"].update(out=str(tmp / "metrics"), plots=str(tmp / "plots/evaluate"))
+    d["reports"] = str(tmp / "reports")
     d["device"] = "cpu"
     return d
 
@@ -84,7 +84,7 @@ def run(tmp_path_factory):
 
 def test_every_stage_runs_to_an_evaluated_model(run):
     assert run["rc"] == {s: 0 for s in STAGES}
-    m = json.loads((run["tmp"] / "metrics/evaluate.json").read_text())
+    m = json.loads((run["tmp"] / "metrics/test.json").read_text())
     assert m["windows"] > 0 and np.isfinite(m["M-LD"])
 
 

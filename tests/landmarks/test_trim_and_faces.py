@@ -62,7 +62,7 @@ def _run_stage(tmp: Path, videos: dict[str, Path], **landmarks) -> dict:
                       for s in shard_meta(p)["stats"]},
             "rejects": {r["clip_id"].rsplit(":", 1)[1]: r
                         for r in pq.read_table(out / "rejects.parquet").to_pylist()},
-            "metrics": json.loads((tmp / "metrics/landmarks.json").read_text())}
+            "metrics": json.loads((tmp / "reports/landmarks.json").read_text())}
 
 
 @pytest.fixture(scope="module")

@@ -125,7 +125,7 @@ def test_predict_mead_audio_and_face(mead_run, ckpt: Path, media: dict) -> None:
     # the tiny checkpoint's emotion head is at chance on its held-out windows: neutral, and why
     assert "emotion: neutral (--emotion auto not used: its emotion classifier scored " in r.stdout
     assert "model: fusion kan, global_domain on, lstm on, global_input mel, target offset; " \
-           "encoder synthetic (random-weights fallback)" in r.stdout
+           "encoder whisper" in r.stdout and "random-weights fallback" not in r.stdout
 
     duration = len(decode_audio(media["audio"])) / 16000
     T = round(duration * 30)

@@ -144,8 +144,11 @@ def test_one_params_change_adds_a_test_set_to_the_dag(grid_workspace: Path, crem
     dvc = [sys.executable, "-m", "dvc"]
     for cmd in (["git", "init", "-q"], [*dvc, "init", "-q"]):
         subprocess.run(cmd, cwd=ws, check=True)
-    stages = [f"{s}_set@cremad" for s in ("index", "landmarks", "audio", "features", "windows", "evaluate")]
-    for st in stages:   # the set's chain alone: the training pipeline is already in place
+    # the config stage (every stage's resolved section) and the set's chain alone: the
+    # training pipeline is already in place
+    stages = ["config", *(f"{s}_set@cremad" for s in ("index", "landmarks", "audio", "features",
+                                                       "windows", "evaluate"))]
+    for st in stages:
         r = subprocess.run([*dvc, "repro", "--single-item", st], cwd=ws, env=_env(),
                            capture_output=True, text=True, timeout=900)
         assert r.returncode == 0, f"{st}: {r.stdout[-1500:]}{r.stderr[-1500:]}"
