@@ -32,7 +32,7 @@ if [ "$(cat "$venv/.kfusion-deps" 2>/dev/null)" != "$want" ]; then
   log="$venv/.install.log"
   # requirements.lock pins every transitive version this project was tested with.
   if ! { "$venv/bin/python" -m pip install --upgrade pip \
-         && "$venv/bin/python" -m pip install -c requirements.lock -e '.[dev]'; } >"$log" 2>&1; then
+         && "$venv/bin/python" -m pip install -c requirements.lock -e '.[dev,ray]'; } >"$log" 2>&1; then
     tail -n 30 "$log" >&2; echo "error: installing the environment failed; full log: $log" >&2; exit 1
   fi
   echo "$want" > "$venv/.kfusion-deps"

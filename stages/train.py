@@ -2,7 +2,8 @@
 
 Writes models/best.pt, models/last.pt (each with config, encoder, data fingerprint, history and
 the emotion head), models/train.json, models/config.yaml, and DVCLive logs in dvclive/train.
-Runs as one process, or under `torchrun --nproc_per_node N -m kfusion.stages.train` (DDP).
+Runs as one process or, when train.nproc_per_node or train.nnodes is above 1, launches itself
+under torchrun (DDP; kfusion.pipeline.training.launch) and waits for it.
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import sys
 from pathlib import Path
 
 from kfusion.config import Config, dump
+from kfusion.pipeline.io import StageError
 from kfusion.stages._common import run_stage
 
 LIVE_DIR = Path("dvclive/train")
@@ -18,6 +20,13 @@ LIVE_DIR = Path("dvclive/train")
 
 def _run(cfg: Config, args: argparse.Namespace) -> None:
     """Train the model (the paper's recipe; see docs/training.md)."""
+    from kfusion.pipeline.training.launch import run_torchrun, wants_torchrun
+    if wants_torchrun(cfg):   # train.nproc_per_node or train.nnodes > 1: this stage, N times
+        code = run_torchrun(cfg, args.params)
+        if code:
+            raise StageError(f"torchrun: the training processes failed (exit {code}); "
+                             f"their errors are above")
+        return
     from kfusion.pipeline.training.loop import train, write_summary
     out = Path(cfg.train.out)
     result = train(cfg, Path(cfg.windows.out), out, live_dir=LIVE_DIR)
@@ -30,7 +39,7 @@ def _run(cfg: Config, args: argparse.Namespace) -> None:
           f"final train loss {final.get('train/loss', float('nan')):.4g}, "
           f"val loss {final.get('val/loss', float('nan')):.4g}, "
           f"val M-LD {final.get('val/M-LD', float('nan')):.3f} px, best epoch {s['best_epoch']}, "
-          f"{s['seconds']:.1f} s", file=sys.stderr, flush=True)
+          f"{result.seconds:.1f} s", file=sys.stderr, flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:

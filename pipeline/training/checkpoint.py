@@ -17,6 +17,7 @@ was trained with (`checkpoint_config`) and its model with the weights loaded str
 from __future__ import annotations
 
 import dataclasses
+import io
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -25,7 +26,7 @@ from typing import Any, Callable
 import torch
 
 from kfusion.config import Config, ConfigError, from_dict, to_dict
-from kfusion.pipeline.io import StageError, atomic_path
+from kfusion.pipeline.io import StageError, atomic_write_bytes
 from kfusion.pipeline.training.dataset import file_sha256
 from kfusion.pipeline.training.emotion import EmotionClassifier
 
@@ -42,8 +43,12 @@ class CheckpointError(StageError):
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
-    with atomic_path(Path(path)) as tmp:
-        torch.save(state, tmp)
+    """torch.save into memory, then the bytes to `path` atomically. Saved to a file, torch
+    names the zip's root folder after the file, here atomic_path's random temp name, so two
+    identical runs wrote different bytes; into a buffer the folder is always `archive`."""
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    atomic_write_bytes(Path(path), buf.getvalue())
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
