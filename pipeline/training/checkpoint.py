@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import sys
+from collections import OrderedDict
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -43,12 +45,31 @@ class CheckpointError(StageError):
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
-    """torch.save into memory, then the bytes to `path` atomically. Saved to a file, torch
-    names the zip's root folder after the file, here atomic_path's random temp name, so two
-    identical runs wrote different bytes; into a buffer the folder is always `archive`."""
+    """The same state -> the same bytes, whatever folder, file name or history made it.
+    torch.save goes into memory, then the bytes to `path` atomically: saved to a file, torch
+    names the zip's root folder after the file (atomic_path's random temp name); into a buffer
+    it is always `archive`. The state is first made `canonical`."""
     buf = io.BytesIO()
-    torch.save(state, buf)
+    torch.save(canonical(state), buf)
     atomic_write_bytes(Path(path), buf.getvalue())
+
+
+def canonical(obj: Any) -> Any:
+    """`obj` with fresh containers and interned strings. Pickle writes an object seen before
+    as a reference to it, by identity: a history loaded from a resume state holds its own
+    copies of the key strings, a fresh run shares the literals, and equal checkpoints came
+    out as different bytes. With every equal string one object and no container shared,
+    the bytes depend on the values only. Tensors, arrays and other objects pass as they are."""
+    if isinstance(obj, str):
+        return sys.intern(str(obj))
+    if type(obj) in (list, tuple):
+        return type(obj)(canonical(v) for v in obj)
+    if isinstance(obj, dict) and type(obj) in (dict, OrderedDict):
+        out = type(obj)((canonical(k), canonical(v)) for k, v in obj.items())
+        if hasattr(obj, "_metadata"):   # a module state_dict's versions, read by load_state_dict
+            out._metadata = canonical(obj._metadata)
+        return out
+    return obj
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
