@@ -19,7 +19,6 @@ from __future__ import annotations
 import dataclasses
 import io
 import sys
-from collections import OrderedDict
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -59,16 +58,14 @@ def canonical(obj: Any) -> Any:
     as a reference to it, by identity: a history loaded from a resume state holds its own
     copies of the key strings, a fresh run shares the literals, and equal checkpoints came
     out as different bytes. With every equal string one object and no container shared,
-    the bytes depend on the values only. Tensors, arrays and other objects pass as they are."""
+    the bytes depend on the values only. Tensors, arrays and other objects (a module's
+    state_dict, an OrderedDict made fresh at each save) pass as they are."""
     if isinstance(obj, str):
         return sys.intern(str(obj))
     if type(obj) in (list, tuple):
         return type(obj)(canonical(v) for v in obj)
-    if isinstance(obj, dict) and type(obj) in (dict, OrderedDict):
-        out = type(obj)((canonical(k), canonical(v)) for k, v in obj.items())
-        if hasattr(obj, "_metadata"):   # a module state_dict's versions, read by load_state_dict
-            out._metadata = canonical(obj._metadata)
-        return out
+    if type(obj) is dict:
+        return {canonical(k): canonical(v) for k, v in obj.items()}
     return obj
 
 
