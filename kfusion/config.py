@@ -47,6 +47,24 @@ class PreprocessConfig:
 
 
 @dataclass
+class ScaleConfig:
+    """Where the per-clip stages (landmarks, audio, features) run their shard jobs
+    (docs/scale.md). Outputs do not depend on it: the stages' DVC params leave it out."""
+    executor: Literal["local", "ray"] = _f(
+        "local", doc="local: preprocess.workers processes here; ray: as many actors on a Ray "
+                     "cluster (pip install -e '.[ray]')")
+    ray_address: str = _f("", doc="the cluster's head, host:port; empty = $RAY_ADDRESS, else a "
+                                   "new cluster on this machine for the stage's run")
+    gpus_per_encoder: float = _f(1.0, lo=0.0, hi=64.0,
+                                 doc="GPUs each features actor reserves on a cluster with GPUs "
+                                     "(0.25: four encoders share one GPU; each must fit in it)")
+    object_store_mb: int = _f(512, lo=75, hi=1 << 20,
+                              doc="object store of a new local cluster (jobs and results are KBs)")
+    rdzv_endpoint: str = _f("", doc="training with train.nnodes > 1: host:port where the "
+                                    "nodes' torchrun meet (empty: this host, port 29500)")
+
+
+@dataclass
 class DemoConfig:
     seed: int = _f(0, lo=0)
     speakers: int = _f(6, lo=1, hi=16)
@@ -278,6 +296,14 @@ class TrainConfig:
                           "else running, 2 OpenMP threads made 3 demo epochs take 71.5 s "
                           "instead of 8.5 s; on an idle machine 2 threads are 1.38x faster "
                           "(bench/train.py: 204 vs 147 windows/s)")
+    nproc_per_node: int = _f(1, lo=1, hi=1024,
+                             doc="training processes per node; above 1 (or nnodes above 1) the "
+                                 "stage runs itself under torchrun (DDP: NCCL on GPUs, gloo on "
+                                 "CPU); on GPUs one per GPU")
+    nnodes: int = _f(1, lo=1, hi=4096,
+                     doc="nodes; above 1 the stage launches every node's torchrun with srun "
+                         "inside a SLURM allocation, else waits for the others to join "
+                         "scale.rdzv_endpoint (docs/scale.md)")
     out: str = _f("models")
 
 
@@ -324,6 +350,7 @@ class Config:
     reports: str = _f("reports", doc="stage reports (counts; evaluation breakdowns): committed "
                                      "JSON, not DVC metrics; a test set's under <reports>/sets/<name>")
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    scale: ScaleConfig = field(default_factory=ScaleConfig)
     demo: DemoConfig = field(default_factory=DemoConfig)
     index: IndexConfig = field(default_factory=IndexConfig)
     split: SplitConfig = field(default_factory=SplitConfig)

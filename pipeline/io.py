@@ -136,7 +136,9 @@ class StageRun:
                 "reject_reasons": reasons, "seconds": round(self.seconds, 2), **self.extra}
 
     def write_rejects(self, path: str | Path) -> None:
-        cols = {k: [getattr(r, k) for r in self.rejects] for k in REJECT_SCHEMA.names}
+        """Sorted by clip: workers finish in any order, the file is the same every run."""
+        rejects = sorted(self.rejects, key=lambda r: (r.clip_id, r.stage, r.reason, r.message))
+        cols = {k: [getattr(r, k) for r in rejects] for k in REJECT_SCHEMA.names}
         write_parquet(path, pa.table(cols, schema=REJECT_SCHEMA))
 
     def finish(self, *, rejects_path: str | Path | None, report_path: str | Path | None,

@@ -53,8 +53,9 @@ if [ "$(cat "$venv/.kfusion-deps" 2>/dev/null)" != "$want" ]; then
   log="$venv/.install.log"
   # requirements.lock pins every transitive version this project was tested with. pip's own
   # output goes to the log; watch_install prints where it is every few seconds meanwhile.
+  # The `ray` extra: the per-clip stages' cluster executor (scale.executor: ray; docs/scale.md).
   { "$venv/bin/python" -m pip install --upgrade pip \
-    && "$venv/bin/python" -m pip install -c requirements.lock -e '.[dev]'; } >"$log" 2>&1 &
+    && "$venv/bin/python" -m pip install -c requirements.lock -e '.[dev,ray]'; } >"$log" 2>&1 &
   if ! watch_install $! "$log"; then
     tail -n 30 "$log" >&2; echo "error: installing the environment failed; full log: $log" >&2; exit 1
   fi

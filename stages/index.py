@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from kfusion.config import Config
-from kfusion.pipeline.data.index import index_corpora, index_metrics, manifest_table
+from kfusion.pipeline.data.index import index_corpora, index_metrics, manifest_table, path_bases
 from kfusion.pipeline.io import StageRun, write_parquet
 from kfusion.stages._common import finish_stage, run_stage
 
@@ -20,7 +20,7 @@ def _run(cfg: Config, args: argparse.Namespace) -> None:
     cache = Path(cfg.index.tar_cache_dir) if cfg.index.tar_cache_dir else out / "extracted"
     run = StageRun("index")
     rows = index_corpora(cfg, cache, run)
-    write_parquet(out / "manifest.parquet", manifest_table(rows))
+    write_parquet(out / "manifest.parquet", manifest_table(rows, path_bases(cfg, cache)))
     finish_stage(cfg, run, out, max_reject_fraction=cfg.index.max_reject_fraction,
                  extra=index_metrics(cfg, rows))
 

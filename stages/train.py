@@ -3,7 +3,8 @@
 Writes models/best.pt, models/last.pt (each with config, encoder, data fingerprint, history, the
 mean-motion baseline's trajectory and the emotion head), models/train.json, models/config.yaml,
 DVCLive logs in dvclive/train, and its timing in the untracked reports/train.log.json.
-Runs as one process, or under `torchrun --nproc_per_node N -m kfusion.stages.train` (DDP).
+Runs as one process or, when train.nproc_per_node or train.nnodes is above 1, launches itself
+under torchrun (DDP; kfusion.pipeline.training.launch) and waits for it.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import sys
 from pathlib import Path
 
 from kfusion.config import Config, dump
+from kfusion.pipeline.io import StageError
 from kfusion.stages._common import run_stage
 
 LIVE_DIR = Path("dvclive/train")
@@ -19,6 +21,13 @@ LIVE_DIR = Path("dvclive/train")
 
 def _run(cfg: Config, args: argparse.Namespace) -> None:
     """Train the model (the paper's recipe; see docs/training.md)."""
+    from kfusion.pipeline.training.launch import run_torchrun, wants_torchrun
+    if wants_torchrun(cfg):   # train.nproc_per_node or train.nnodes > 1: this stage, N times
+        code = run_torchrun(cfg, args.params)
+        if code:
+            raise StageError(f"torchrun: the training processes failed (exit {code}); "
+                             f"their errors are above")
+        return
     from kfusion.pipeline.training.loop import train, write_summary
     out = Path(cfg.train.out)
     result = train(cfg, Path(cfg.windows.out), out, live_dir=LIVE_DIR)
@@ -33,7 +42,7 @@ def _run(cfg: Config, args: argparse.Namespace) -> None:
           f"val M-LD {final.get('val/M-LD', float('nan')):.3f} px (validation speakers: "
           f"{_speakers(Path(cfg.windows.out) / 'val')}; test figures: the evaluate stage, "
           f"docs/training.md on why they differ), best epoch {s['best_epoch']}, "
-          f"{s['seconds']:.1f} s", file=sys.stderr, flush=True)
+          f"{result.seconds:.1f} s", file=sys.stderr, flush=True)
 
 
 def _speakers(split_dir: Path) -> str:

@@ -142,7 +142,8 @@ def audio_shards(cfg: Config, rows: list[dict], out: Path, run: StageRun) -> dic
         i += len(ids)
     clean_stale(out, [j["path"] for j in jobs])
     tally = ShardTally()
-    for res in map_shards(process_shard, jobs, workers=cfg.preprocess.workers, desc="audio"):
+    for res in map_shards(process_shard, jobs, workers=cfg.preprocess.workers, desc="audio",
+                          scale=cfg.scale, shared_dir=out):
         tally.add(res, run)
     return {"audio_hours": round(tally.seconds / 3600.0, 4), "shards": len(jobs),
             "shards_resumed": tally.resumed, "sample_rate_hz": cfg.audio.sample_rate_hz}

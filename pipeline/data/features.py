@@ -248,10 +248,25 @@ def default_threads(workers: int, configured: int) -> int:
     return configured or max(1, (os.cpu_count() or 1) // max(workers, 1))
 
 
+def encoder_workers(cfg: Config, device: str, shards: int) -> tuple[int, int]:
+    """(workers, torch threads per worker). On a local GPU one worker, this process; else up
+    to preprocess.workers. The thread count changes wav2vec2's float sums, so it is fixed
+    here, once, and goes into every shard's fingerprint."""
+    local_gpu = device == "cuda" and cfg.scale.executor == "local"
+    workers = 1 if local_gpu else min(cfg.preprocess.workers, max(shards, 1))
+    return workers, default_threads(workers, cfg.features.threads)
+
+
 # ----------------------------------------------------------------------------- stage
 def encoder_device(cfg: Config) -> str:
     """"cuda" or "cpu" for the encoder, from `device`. torch is imported here, not when this
     module or the stage is: shard workers import both, and a resumed shard needs no torch."""
+    if cfg.scale.executor == "ray":   # the actors' device: GPUs where the cluster has them
+        from kfusion.pipeline.data.executor import cluster_gpus
+        gpus = cluster_gpus(cfg.scale) if cfg.device != "cpu" else 0.0
+        if cfg.device == "cuda" and not gpus:
+            raise StageError("device: cuda, but the Ray cluster has no GPU")
+        return "cuda" if gpus else "cpu"
     from kfusion.device import resolve_device
     return resolve_device(cfg.device).type
 
@@ -287,13 +302,17 @@ def feature_jobs(cfg: Config, out: Path, encoder: dict, device: str) -> list[dic
     """One job per features shard (clip ids sorted, cut every clips_per_shard), each with the
     fingerprint that lets a finished shard be kept; shards of an older plan are removed."""
     where, audio_fp = audio_inputs(Path(cfg.audio.out))
+    plan = plan_shards(sorted(where), cfg.features.clips_per_shard)
+    threads = encoder_workers(cfg, device, len(plan))[1]
     jobs = []
-    for k, ids in enumerate(plan_shards(sorted(where), cfg.features.clips_per_shard)):
+    for k, ids in enumerate(plan):
         sources = sorted({where[c] for c in ids})
-        fp = fingerprint(cfg.features, encoder, [ids, [audio_fp[s] for s in sources]])
+        # the thread count changes the encoder's float sums: part of the shard's identity
+        fp = fingerprint(cfg.features, encoder,
+                         [ids, [audio_fp[s] for s in sources], device, threads])
         jobs.append({"path": str(feature_shard_path(out, k, cfg.features.format)), "ids": ids,
                      "sources": sources, "fingerprint": fp, "cfg": cfg.features,
-                     "encoder": encoder, "device": device})
+                     "encoder": encoder, "device": device, "threads": threads})
     keep = {Path(j["path"]).name for j in jobs}
     for p in out.glob("shard-*"):   # shards of an older plan or the other format
         if p.name not in keep:
@@ -310,15 +329,15 @@ def encode_features(cfg: Config, out: Path, device: str, encoder: dict,
     `run`. Returns the figures reports/features.json adds. The audio is at 16 kHz: the config
     accepts no other rate."""
     jobs = feature_jobs(cfg, out, encoder, device)
-    workers = 1 if device == "cuda" else min(cfg.preprocess.workers, max(len(jobs), 1))
-    threads = default_threads(workers, cfg.features.threads)   # CPU threads per worker
-    jobs = [{**j, "threads": threads} for j in jobs]
-    if workers > 1:
-        release_encoder()
+    workers, threads = encoder_workers(cfg, device, len(jobs))
+    if workers > 1 or cfg.scale.executor != "local":
+        release_encoder()   # the workers load their own; free this process's copy
     tally = ShardTally()
-    # one worker: encode here, with no pool (on CUDA the model stays in this process)
-    for res in map_shards(process_shard, jobs, workers=0 if workers == 1 else workers,
-                          desc="features"):
+    # one local worker: encode here, with no pool (on CUDA the model stays in this process)
+    here = workers == 1 and cfg.scale.executor == "local"
+    for res in map_shards(process_shard, jobs, workers=0 if here else workers, desc="features",
+                          scale=cfg.scale, cpus_per_worker=threads, shared_dir=out,
+                          gpus_per_worker=cfg.scale.gpus_per_encoder if device == "cuda" else 0):
         tally.add(res, run)
     write_json(out / "encoder.json", encoder)
     return {**encoder, "device": device, "format": cfg.features.format,

@@ -14,11 +14,19 @@ Layouts (see docs/data.md):
 
 A clip is a (corpus, speaker, emotion, level, id) key with one video and one audio file.
 Anything that cannot become one (no partner, unknown emotion, unreadable file) is a reject.
+
+Paths in the manifest are portable: relative to the corpus root named in params
+(`index.roots.<corpus>`), POSIX style, so a clone in another folder, or a teammate who pulls
+data/index, gets the same bytes and finds the clips under its own roots. A MEAD member
+extracted from a tar lives in the tar cache at the same relative path (`<tar cache>/<corpus>/`),
+used where the corpus root has no such file. The manifest's metadata names both folders as
+params gave them; `read_manifest` joins them back (`clip_file`).
 """
 from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import re
 import tarfile
 from collections import Counter
@@ -110,15 +118,6 @@ def _mead_key(parts: tuple[str, ...]) -> tuple[str, str, str] | None:
     return emotion, level_dir, name.rsplit(".", 1)[0]
 
 
-def _abspath(p: Path) -> str:
-    """Absolute path with links resolved; a looping or broken link stays as named, so the
-    probe rejects it (missing_file) instead of the scan crashing on it."""
-    try:
-        return str(p.resolve())
-    except (OSError, RuntimeError):   # RuntimeError: "Symlink loop from ..." (Python < 3.13)
-        return str(p.absolute())
-
-
 def _parse_level(level_dir: str) -> int | None:
     m = _LEVEL.match(level_dir)
     return int(m.group(1)) if m else None
@@ -155,7 +154,7 @@ def scan_mead_tree(spk_dir: Path, corpus: str, found: dict, kinds: Iterable[str]
             if p.name.startswith("."):
                 continue
             key = _mead_key(p.parts)
-            _add(found, corpus, speaker, key, kind, _abspath(p))
+            _add(found, corpus, speaker, key, kind, str(p))
             if p.suffix.lower() not in ext:
                 c = found[(speaker, key[0], key[1], key[2])]
                 c.problems.insert(0, ("unsupported_file", f"{p}: {p.suffix or 'no extension'} is "
@@ -194,7 +193,7 @@ def scan_mead_tar(spk_dir: Path, corpus: str, found: dict, kind: str, cache_dir:
                 with atomic_path(dest) as tmp, open(tmp, "wb") as fh:
                     while chunk := src.read(1 << 20):
                         fh.write(chunk)
-            _add(found, corpus, speaker, key, kind, str(dest.resolve()))
+            _add(found, corpus, speaker, key, kind, str(dest))
 
 
 def scan_mead(root: Path, corpus: str, cache_dir: Path) -> list[Candidate]:
@@ -220,7 +219,7 @@ def scan_cremad(root: Path) -> list[Candidate]:
             if not m:
                 c = found.setdefault(p.stem, Candidate("cremad", "?", "?", -1, p.stem))
                 c.problems.append(("bad_name", f"{p.name}: not <actor>_<sentence>_<EMO>_<LVL>"))
-                setattr(c, f"{kind}_path", _abspath(p))
+                setattr(c, f"{kind}_path", str(p))
                 continue
             actor, sentence, emo, lvl = m.groups()
             c = found.get(p.stem)
@@ -234,7 +233,7 @@ def scan_cremad(root: Path) -> list[Candidate]:
                 if lvl not in CREMAD_LEVELS:
                     c.problems.append(("unknown_level", f"{p.name}: level {lvl!r} is not one of "
                                                         f"{sorted(CREMAD_LEVELS)}"))
-            setattr(c, f"{kind}_path", _abspath(p))
+            setattr(c, f"{kind}_path", str(p))
     for c in found.values():   # no .wav: the .flv carries the clip's own audio track
         if c.video_path and not c.audio_path:
             c.audio_path = c.video_path
@@ -253,7 +252,7 @@ def scan_grid(root: Path) -> list[Candidate]:
         for p in sorted(spk_dir.rglob("*.mpg")):
             align = root / "alignments" / spk_dir.name / f"{p.stem}.align"
             text = read_grid_alignment(align) if align.is_file() else ""
-            path = _abspath(p)
+            path = str(p)
             out.append(Candidate("grid", spk_dir.name, "neutral", 1, p.stem, path, path, text))
     return out
 
@@ -281,9 +280,9 @@ def scan_folder(root: Path) -> list[Candidate]:
         audio = {p.stem: p for p in files if p.suffix.lower() in AUDIO_EXT}
         for p in (p for p in files if p.suffix.lower() in VIDEO_EXT):
             emotion, level = labels.get(f"{spk_dir.name}/{p.stem}", ("neutral", 1))
-            video = _abspath(p)
+            video = str(p)
             c = Candidate("folder", spk_dir.name, emotion, level, p.stem, video,
-                          _abspath(audio[p.stem]) if p.stem in audio else video)
+                          str(audio[p.stem]) if p.stem in audio else video)
             if emotion not in EMOTIONS:
                 c.problems.append(("unknown_emotion", f"{root / FOLDER_LABELS}: emotion {emotion!r} "
                                                       f"of {spk_dir.name}/{p.stem} is not one of {list(EMOTIONS)}"))
@@ -355,9 +354,39 @@ def assign_split(row: dict, cfg: SplitConfig) -> str:
     return "train"   # by: window — the windows stage splits windows at random (leaky)
 
 
+def path_bases(cfg: Config, cache_dir: Path) -> dict[str, dict[str, str]]:
+    """Per corpus, the folders its manifest paths are relative to, as params name them:
+    {"root": index.roots.<corpus>, "tar_cache": <tar cache>/<corpus>}."""
+    return {c: {"root": cfg.index.roots.get(c, ""), "tar_cache": str(cache_dir / c)}
+            for c in cfg.index.corpora}
+
+
+def portable_path(path: str, bases: dict[str, str]) -> str:
+    """`path` relative to the corpus root, else to the tar cache (POSIX); else as it is."""
+    for base in (bases["root"], bases["tar_cache"]):
+        if base:
+            try:
+                return Path(path).relative_to(base).as_posix()
+            except ValueError:
+                continue
+    return path
+
+
+def clip_file(path: str, bases: dict[str, str] | None) -> str:
+    """A manifest path as a path to open: under the corpus root, else under the tar cache
+    (where MEAD's tar members were extracted), else as written (absolute, or no bases)."""
+    if not bases or Path(path).is_absolute():
+        return path
+    in_root = Path(bases["root"], path)
+    if in_root.exists() or not Path(bases["tar_cache"], path).exists():
+        return str(in_root)
+    return str(Path(bases["tar_cache"], path))
+
+
 def index_corpora(cfg: Config, cache_dir: Path, run: StageRun) -> list[dict]:
     """Scan every corpus of `index.corpora` and check each candidate (in workers): the usable
-    clips' manifest rows, each with its split. Every other candidate is a reject on `run`."""
+    clips' manifest rows, each with its split and its paths relative to its corpus root (see
+    `portable_path`). Every other candidate is a reject on `run`."""
     candidates = []
     for corpus in cfg.index.corpora:
         root = Path(cfg.index.roots.get(corpus, ""))
@@ -374,6 +403,9 @@ def index_corpora(cfg: Config, cache_dir: Path, run: StageRun) -> list[dict]:
             run.reject(c.clip_id, *problem)
             continue
         row["split"] = assign_split(row, cfg.split)
+        bases = path_bases(cfg, cache_dir)[row["corpus"]]
+        row.update(video_path=portable_path(row["video_path"], bases),
+                   audio_path=portable_path(row["audio_path"], bases))
         rows.append(row)
         run.processed += 1
     return rows
@@ -403,16 +435,27 @@ def index_metrics(cfg: Config, rows: list[dict]) -> dict:
 
 
 def read_manifest(index_out: str | Path) -> list[dict]:
-    """The manifest's rows, sorted by clip id; FileNotFoundError naming the stage to run."""
+    """The manifest's rows, sorted by clip id, with paths to open (`clip_file`);
+    FileNotFoundError naming the stage to run."""
     path = Path(index_out) / "manifest.parquet"
     if not path.exists():
         raise FileNotFoundError(f"{path}: no manifest; run the index stage first (dvc repro index)")
-    return sorted(pq.read_table(path).to_pylist(), key=lambda r: r["clip_id"])
+    table = pq.read_table(path)
+    bases = json.loads((table.schema.metadata or {}).get(b"kfusion", b"{}")).get("path_bases", {})
+    rows = table.to_pylist()
+    for r in rows:
+        b = bases.get(r["corpus"])
+        r.update(video_path=clip_file(r["video_path"], b), audio_path=clip_file(r["audio_path"], b))
+    return sorted(rows, key=lambda r: r["clip_id"])
 
 
-def manifest_table(rows: list[dict]) -> pa.Table:
+def manifest_table(rows: list[dict], bases: dict[str, dict[str, str]] | None = None) -> pa.Table:
+    """The manifest: rows sorted by clip id; `bases` (path_bases) in its metadata."""
     rows = sorted(rows, key=lambda r: r["clip_id"])
-    return pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA)
+    table = pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA)
+    if bases is None:
+        return table
+    return table.replace_schema_metadata({b"kfusion": json.dumps({"path_bases": bases}).encode()})
 
 
 def candidate_dict(c: Candidate) -> dict:

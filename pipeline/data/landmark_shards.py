@@ -1,11 +1,22 @@
 """The landmarks stage's work: every indexed clip -> a row of a landmark shard, in workers.
 
+<<<<<<< HEAD
 Each worker loads the detector once (`_init_worker`) and runs `process_clip` (landmarks.py)
 on one clip per job; the main process gathers the rows shard by shard and writes each shard
 atomically. A shard's metadata records its clip ids, the settings that made it (a hash),
 its rejects and counts, so a re-run keeps every finished shard made with the same settings
 (data/landmarks is `persist: true`): an interrupted run redoes only unfinished shards.
 Also here: the figures of reports/landmarks.json and the contact sheet.
+=======
+Each worker (a local process or a Ray actor, kfusion.pipeline.data.executor) loads the
+detector once (`_init_worker`) and then makes one whole shard per job (`landmark_shard`):
+`process_clip` (landmarks.py) on each of its clips, the shard written atomically by the
+worker, only counts and rejects sent back. A shard's metadata records its clip ids, the
+settings that made it (a hash), its rejects and per-clip counts (no timings: the same
+inputs give the same bytes), so a re-run keeps every finished shard made with the same
+settings (data/landmarks is `persist: true`): an interrupted run redoes only unfinished shards.
+Also here: the figures of metrics/landmarks.json and the contact sheet.
+>>>>>>> a3-scale
 """
 from __future__ import annotations
 
@@ -62,9 +73,28 @@ def _work(task: tuple[str, str]) -> tuple[str, dict | None, dict]:
     except Exception as e:   # a data problem we did not foresee: record it, never crash the run
         return clip_id, None, {"reason": "landmarks_failed", "message": f"{path}: {type(e).__name__}: {e}"}
     return clip_id, r.row, {"frames": r.frames, "face_frames": r.face_frames,
+<<<<<<< HEAD
                             "detections": r.detections, "seconds": r.seconds,
                             "multi_face_detections": r.multi_face_detections,
                             "kept_frames": list(r.kept)}   # [a, b): trimmed when not [0, frames]
+=======
+                            "detections": r.detections}
+
+
+def landmark_shard(job: dict[str, Any]) -> dict[str, Any]:
+    """One shard job {path, ids, videos, expect}: every clip through `_work`, the shard
+    written here; its rejects and its clips' counts go back."""
+    rows, rejects, stats = [], [], []
+    for task in zip(job["ids"], job["videos"]):
+        cid, row, info = _work(task)
+        if row is None:
+            rejects.append({"clip_id": cid, **info})
+        else:
+            rows.append(row)
+            stats.append({"clip_id": cid, **info})
+    write_landmark_shard(Path(job["path"]), rows, job["ids"], job["expect"], rejects, stats)
+    return {"rejects": rejects, "stats": stats}
+>>>>>>> a3-scale
 
 
 # ----------------------------------------------------------------------------- shards
@@ -113,8 +143,13 @@ def _finished(paths: list[Path], done: set[int], run: StageRun) -> list[dict]:
 def landmark_shards(cfg: Config, manifest: list[dict], out: Path, ffmpeg: str,
                     run: StageRun) -> dict[str, Any]:
     """Landmark shards under `out` for the manifest's clips (sorted by id): finished shards
+<<<<<<< HEAD
     are kept, the rest computed in workers. Rejects and processed clips go on `run`; returns
     the counting figures of reports/landmarks.json."""
+=======
+    are kept, the rest made in workers, a shard per job. Rejects and processed clips go on
+    `run`; returns the counting figures of metrics/landmarks.json."""
+>>>>>>> a3-scale
     by_id = {r["clip_id"]: r for r in manifest}
     plan = plan_shards(list(by_id), cfg.landmarks.clips_per_shard)
     paths = [shard_path(out, k) for k in range(len(plan))]
@@ -123,26 +158,16 @@ def landmark_shards(cfg: Config, manifest: list[dict], out: Path, ffmpeg: str,
     todo = [k for k, ids in enumerate(plan) if not shard_done(paths[k], ids, expect)]
     stats = _finished(paths, set(range(len(plan))) - set(todo), run)
     t0 = time.perf_counter()
-    tasks = [(cid, by_id[cid]["video_path"]) for k in todo for cid in plan[k]]
-    results = map_shards(_work, tasks, workers=cfg.preprocess.workers, ordered=True,
-                         initializer=_init_worker, initargs=(cfg.landmarks, ffmpeg),
-                         desc="landmarks", unit="clip")
+    jobs = [{"path": str(paths[k]), "ids": plan[k], "expect": expect,
+             "videos": [by_id[cid]["video_path"] for cid in plan[k]]} for k in todo]
     work_frames = 0
-    for k in todo:   # results arrive in task order, so shard by shard
-        rows, rejects, shard_stats = [], [], []
-        for _ in plan[k]:
-            cid, row, info = next(results)
-            if row is None:
-                rejects.append({"clip_id": cid, **info})
-                continue
-            rows.append(row)
-            shard_stats.append({"clip_id": cid, **info})
-            work_frames += info["frames"]
-        write_landmark_shard(paths[k], rows, plan[k], expect, rejects, shard_stats)
-        stats += shard_stats
-        for rj in rejects:
+    for res in map_shards(landmark_shard, jobs, workers=cfg.preprocess.workers,
+                          initializer=_init_worker, initargs=(cfg.landmarks, ffmpeg),
+                          desc="landmarks", scale=cfg.scale, shared_dir=out):
+        stats += res["stats"]
+        work_frames += sum(s["frames"] for s in res["stats"])
+        for rj in res["rejects"]:
             run.reject(rj["clip_id"], rj["reason"], rj["message"])
-    results.close()   # every result is in: end the workers now
     wall = time.perf_counter() - t0
     run.processed = len(stats)
     frames = sum(s["frames"] for s in stats)

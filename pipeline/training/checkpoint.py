@@ -19,6 +19,8 @@ refuse features of another encoder than the checkpoint's (`check_encoder`).
 from __future__ import annotations
 
 import dataclasses
+import io
+import sys
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -28,7 +30,7 @@ import torch
 
 from kfusion.config import Config, ConfigError, from_dict, to_dict
 from kfusion.pipeline.data.encoders import EncoderMismatch, check_same, record_of
-from kfusion.pipeline.io import StageError, atomic_path
+from kfusion.pipeline.io import StageError, atomic_write_bytes
 from kfusion.pipeline.training.dataset import file_sha256
 from kfusion.pipeline.training.emotion import EmotionClassifier
 
@@ -46,8 +48,29 @@ class CheckpointError(StageError):
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
-    with atomic_path(Path(path)) as tmp:
-        torch.save(state, tmp)
+    """The same state -> the same bytes, whatever folder, file name or history made it.
+    torch.save goes into memory, then the bytes to `path` atomically: saved to a file, torch
+    names the zip's root folder after the file (atomic_path's random temp name); into a buffer
+    it is always `archive`. The state is first made `canonical`."""
+    buf = io.BytesIO()
+    torch.save(canonical(state), buf)
+    atomic_write_bytes(Path(path), buf.getvalue())
+
+
+def canonical(obj: Any) -> Any:
+    """`obj` with fresh containers and interned strings. Pickle writes an object seen before
+    as a reference to it, by identity: a history loaded from a resume state holds its own
+    copies of the key strings, a fresh run shares the literals, and equal checkpoints came
+    out as different bytes. With every equal string one object and no container shared,
+    the bytes depend on the values only. Tensors, arrays and other objects (a module's
+    state_dict, an OrderedDict made fresh at each save) pass as they are."""
+    if isinstance(obj, str):
+        return sys.intern(str(obj))
+    if type(obj) in (list, tuple):
+        return type(obj)(canonical(v) for v in obj)
+    if type(obj) is dict:
+        return {canonical(k): canonical(v) for k, v in obj.items()}
+    return obj
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:

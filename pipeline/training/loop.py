@@ -49,7 +49,7 @@ from torch.utils.data import DataLoader, DistributedSampler, default_collate
 from kfusion.config import Config, to_dict
 from kfusion.device import resolve_device
 from kfusion.model.kan import KAN
-from kfusion.pipeline.io import StageError, progress, split_run_log, write_json
+from kfusion.pipeline.io import StageError, atomic_write_bytes, progress, split_run_log, write_json
 from kfusion.pipeline.training.checkpoint import (CHECKPOINT_VERSION, add_emotion_head,
                                                   load_checkpoint, save_checkpoint)
 from kfusion.pipeline.training.dataset import (WindowDataset, check_finite_inputs, data_fingerprint,
@@ -319,6 +319,8 @@ def _train(cfg: Config, windows_dir: Path, out_dir: Path, live_dir, build_model,
            d: Dist, interrupt_after_epoch: int | None, t0: float) -> TrainResult | None:
     run = _set_up(cfg, windows_dir, build_model, loss_fn, d)
     _resume(run)
+    if run.start_epoch and d.main:
+        _restore_checkpoints(run, out_dir)
     if d.enabled:
         run.model = nn.parallel.DistributedDataParallel(
             run.model, device_ids=[d.device.index] if d.device.type == "cuda" else None)
@@ -406,6 +408,21 @@ def _resume(run: _Run) -> None:
               file=sys.stderr, flush=True)
 
 
+def _best_copy(run: _Run) -> Path:
+    """best.pt as of the resume state: DVC deletes models/ before a re-run, and a resumed run
+    writes best.pt again only when it beats the best epoch so far."""
+    return run.resume_path.with_name("best.pt")
+
+
+def _restore_checkpoints(run: _Run, out_dir: Path) -> None:
+    """models/best.pt and last.pt as the interrupted run left them (the resume state is
+    last.pt's content, saved from the same dict)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(out_dir / "last.pt", run.resume_path.read_bytes())
+    if _best_copy(run).exists():
+        atomic_write_bytes(out_dir / "best.pt", _best_copy(run).read_bytes())
+
+
 def _run_epoch(run: _Run, epoch: int) -> dict[str, float]:
     """Train one epoch, step the schedule, validate on rank 0; the epoch's record."""
     cfg, d = run.cfg, run.d
@@ -468,10 +485,12 @@ def _save_epoch(run: _Run, out_dir: Path, record: dict[str, float],
              "history": run.history, "metrics": record, "best_score": run.best_score}
     if is_best:
         save_checkpoint(out_dir / "best.pt", state)
+        if run.cfg.train.resume:
+            save_checkpoint(_best_copy(run), state)
     full = {**state, "optimizer": run.opt.state_dict(), "scheduler": run.sched.state_dict(),
             "scaler": run.scaler.state_dict(), "rng": rngs, "resume_key": run.resume_key}
     save_checkpoint(out_dir / "last.pt", full)
-    if run.cfg.train.resume:
+    if run.cfg.train.resume:   # last: the resume state is complete only with best.pt beside it
         save_checkpoint(run.resume_path, full)
 
 
@@ -484,8 +503,8 @@ def _finish(run: _Run, out_dir: Path, logger: Logger, t0: float) -> TrainResult 
         return None
     report = _train_emotion_head(run.cfg, run.train_ds, run.val_ds, out_dir)
     logger.end()
-    if run.resume_path.exists():
-        run.resume_path.unlink()
+    run.resume_path.unlink(missing_ok=True)
+    _best_copy(run).unlink(missing_ok=True)
     d.barrier()
     return TrainResult(best=out_dir / "best.pt", last=out_dir / "last.pt", history=run.history,
                        epochs_run=run.cfg.train.epochs - run.start_epoch,
@@ -508,8 +527,9 @@ def write_summary(result: TrainResult, path: str | Path, log_path: str | Path) -
     resumption in the untracked `log_path`; returns both together."""
     last = result.history[-1] if result.history else {}
     best = min(result.history, key=lambda r: r.get("val/loss", r["train/loss"])) if result.history else {}
+    # no wall time: models/ is a DVC out, and the same run must give the same bytes
     summary = {"epochs": len(result.history), "resumed_from_epoch": result.resumed_from,
-               "seconds": round(result.seconds, 2), "final": last,
+               "final": last,
                "best_epoch": best.get("epoch"), "best": best,
                "emotion_classifier": result.emotion_classifier}
     results, log = split_run_log(summary)
