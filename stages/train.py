@@ -28,6 +28,7 @@ def _run(cfg: Config, args: argparse.Namespace) -> None:
             raise StageError(f"torchrun: the training processes failed (exit {code}); "
                              f"their errors are above")
         return
+    from kfusion.pipeline.training.dataset import split_speakers
     from kfusion.pipeline.training.loop import train, write_summary
     out = Path(cfg.train.out)
     result = train(cfg, Path(cfg.windows.out), out, live_dir=LIVE_DIR)
@@ -40,19 +41,9 @@ def _run(cfg: Config, args: argparse.Namespace) -> None:
           f"final train loss {final.get('train/loss', float('nan')):.4g}, "
           f"val loss {final.get('val/loss', float('nan')):.4g}, "
           f"val M-LD {final.get('val/M-LD', float('nan')):.3f} px (validation speakers: "
-          f"{_speakers(Path(cfg.windows.out) / 'val')}; test figures: the evaluate stage, "
+          f"{split_speakers(Path(cfg.windows.out) / 'val')}; test figures: the evaluate stage, "
           f"docs/training.md on why they differ), best epoch {s['best_epoch']}, "
           f"{result.seconds:.1f} s", file=sys.stderr, flush=True)
-
-
-def _speakers(split_dir: Path) -> str:
-    """The speakers of a split's windows, or 'none'."""
-    import pyarrow.parquet as pq
-    table = split_dir / "windows.parquet"
-    if not table.is_file():
-        return "none"
-    return ", ".join(sorted(set(pq.read_table(table, columns=["speaker"])["speaker"].to_pylist()))) \
-        or "none"
 
 
 def main(argv: list[str] | None = None) -> int:

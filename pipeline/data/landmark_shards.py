@@ -1,13 +1,5 @@
 """The landmarks stage's work: every indexed clip -> a row of a landmark shard, in workers.
 
-<<<<<<< HEAD
-Each worker loads the detector once (`_init_worker`) and runs `process_clip` (landmarks.py)
-on one clip per job; the main process gathers the rows shard by shard and writes each shard
-atomically. A shard's metadata records its clip ids, the settings that made it (a hash),
-its rejects and counts, so a re-run keeps every finished shard made with the same settings
-(data/landmarks is `persist: true`): an interrupted run redoes only unfinished shards.
-Also here: the figures of reports/landmarks.json and the contact sheet.
-=======
 Each worker (a local process or a Ray actor, kfusion.pipeline.data.executor) loads the
 detector once (`_init_worker`) and then makes one whole shard per job (`landmark_shard`):
 `process_clip` (landmarks.py) on each of its clips, the shard written atomically by the
@@ -15,8 +7,7 @@ worker, only counts and rejects sent back. A shard's metadata records its clip i
 settings that made it (a hash), its rejects and per-clip counts (no timings: the same
 inputs give the same bytes), so a re-run keeps every finished shard made with the same
 settings (data/landmarks is `persist: true`): an interrupted run redoes only unfinished shards.
-Also here: the figures of metrics/landmarks.json and the contact sheet.
->>>>>>> a3-scale
+Also here: the figures of reports/landmarks.json and the contact sheet.
 """
 from __future__ import annotations
 
@@ -73,12 +64,9 @@ def _work(task: tuple[str, str]) -> tuple[str, dict | None, dict]:
     except Exception as e:   # a data problem we did not foresee: record it, never crash the run
         return clip_id, None, {"reason": "landmarks_failed", "message": f"{path}: {type(e).__name__}: {e}"}
     return clip_id, r.row, {"frames": r.frames, "face_frames": r.face_frames,
-<<<<<<< HEAD
-                            "detections": r.detections, "seconds": r.seconds,
+                            "detections": r.detections,
                             "multi_face_detections": r.multi_face_detections,
                             "kept_frames": list(r.kept)}   # [a, b): trimmed when not [0, frames]
-=======
-                            "detections": r.detections}
 
 
 def landmark_shard(job: dict[str, Any]) -> dict[str, Any]:
@@ -94,7 +82,6 @@ def landmark_shard(job: dict[str, Any]) -> dict[str, Any]:
             stats.append({"clip_id": cid, **info})
     write_landmark_shard(Path(job["path"]), rows, job["ids"], job["expect"], rejects, stats)
     return {"rejects": rejects, "stats": stats}
->>>>>>> a3-scale
 
 
 # ----------------------------------------------------------------------------- shards
@@ -143,13 +130,8 @@ def _finished(paths: list[Path], done: set[int], run: StageRun) -> list[dict]:
 def landmark_shards(cfg: Config, manifest: list[dict], out: Path, ffmpeg: str,
                     run: StageRun) -> dict[str, Any]:
     """Landmark shards under `out` for the manifest's clips (sorted by id): finished shards
-<<<<<<< HEAD
-    are kept, the rest computed in workers. Rejects and processed clips go on `run`; returns
-    the counting figures of reports/landmarks.json."""
-=======
     are kept, the rest made in workers, a shard per job. Rejects and processed clips go on
-    `run`; returns the counting figures of metrics/landmarks.json."""
->>>>>>> a3-scale
+    `run`; returns the counting figures of reports/landmarks.json."""
     by_id = {r["clip_id"]: r for r in manifest}
     plan = plan_shards(list(by_id), cfg.landmarks.clips_per_shard)
     paths = [shard_path(out, k) for k in range(len(plan))]

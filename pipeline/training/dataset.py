@@ -131,6 +131,15 @@ def check_finite_inputs(batch: dict[str, Any], where: str) -> None:
         raise non_finite_error(bad, where)
 
 
+def split_speakers(split_dir: str | Path) -> str:
+    """The speakers of a split's windows ("A, B"), or 'none' (the train log names them)."""
+    table = Path(split_dir) / "windows.parquet"
+    if not table.is_file():
+        return "none"
+    return ", ".join(sorted(set(pq.read_table(table, columns=["speaker"])["speaker"].to_pylist()))) \
+        or "none"
+
+
 def read_meta(split_dir: str | Path) -> dict[str, Any]:
     p = Path(split_dir) / "meta.json"
     return json.loads(p.read_text()) if p.exists() else {}

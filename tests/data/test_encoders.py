@@ -18,7 +18,7 @@ from kfusion.pipeline.data.encoders import ppg as P
 from kfusion.pipeline.data.encoders import whisper as W
 from kfusion.pipeline.data.encoders.chunking import encode_chunked
 from kfusion.pipeline.media.container import decode_audio
-from kfusion.shapes import n_content_frames
+from kfusion.shapes import n_content_frames, n_w2v_frames
 from data_helpers import SHARED, grid_root, write_params
 from test_features import tiny_wav2vec2_dir
 
@@ -209,6 +209,19 @@ def test_long_audio_goes_through_in_aligned_chunks(name):
     seg = h[lo:lo + 400]
     same, shifted = cos(seg, ref), cos(seg[1:], ref[:-1])   # measured 0.87 / 0.72 (PPG), 0.91 / 0.76
     assert same > 0.8 and same > shifted + 0.1, (same, shifted)
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+def test_wav2vec2_long_audio_goes_in_pieces_that_fit_one_pass():
+    # 40 s of random-weights wav2vec2 (the architecture is what matters here): every piece
+    # (core + context) fits the 30 s one pass, the frames are wav2vec2's count for 40 s, and
+    # they agree with a single 40 s pass (each piece is normalised on its own, so not exactly)
+    enc, x = encoder("random"), long_speech(40.0)
+    h = enc.encode(x).astype(np.float32)
+    assert len(h) == n_w2v_frames(len(x)) == 1999
+    whole = enc.one_pass(x).astype(np.float32)
+    assert np.corrcoef(h.ravel(), whole.ravel())[0, 1] > 0.95
 
 
 # ----------------------------------------------------------------------------- PPG shift

@@ -24,7 +24,8 @@ from kfusion.shapes import CONTENT_HOP_SAMPLES, W2V_RECEPTIVE_SAMPLES, n_w2v_fra
 from kfusion.pipeline.data.encoders.chunking import encode_chunked
 
 ONE_PASS_FRAMES = 1500        # 30 s: longer audio goes in chunks (attention is quadratic)
-CHUNK_FRAMES, CONTEXT_FRAMES = 1500, 100   # 30 s cores with 2 s of context either side
+# 26 s cores with 2 s of context either side: every piece fits the 30 s one pass
+CHUNK_FRAMES, CONTEXT_FRAMES = 1300, 100
 RANDOM_ARCHITECTURE = "transformers.Wav2Vec2Config() defaults (wav2vec2-base)"
 
 
