@@ -46,7 +46,8 @@ def _resume(folder: Path, stage: str, out: str) -> dict:
     (folder / out / "shard-00001.parquet").unlink()
     run_stages(folder, stage)
     assert not list(folder.glob("data/*/.probe-*"))   # the driver's probe files are gone
-    return json.loads((folder / f"metrics/{stage}.json").read_text())
+    counts = json.loads((folder / f"reports/{stage}.json").read_text())
+    return {**counts, **json.loads((folder / f"reports/{stage}.log.json").read_text())}
 
 
 def test_audio_and_landmarks_on_ray_equal_local_bytes_and_resume(demo_project: Path, ray_cluster):
