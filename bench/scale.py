@@ -5,7 +5,7 @@ The corpus is the tiny demo of tests/scale (1 speaker x 2 emotions x 1 level = 2
 clips replicated under new ids (`<id>-rK`) in the manifest: 2, 8 and 32 clips at 1x, 4x, 16x
 (`--factors`). Each stage runs as its own process (`python -m kfusion.stages.<name>`), from no
 output, so Ray's start-up is in its wall time. While it runs, the RSS of every process under it
-is sampled every 0.1 s; a worker is a local pool process or a Ray actor (`ray::_Host`); its peak
+is sampled every 0.1 s; a worker is a local pool process or a Ray worker seen at work (`ray::`, not IDLE); its peak
 RSS must stay flat as the corpus grows (a worker holds one shard, never the corpus).
 
 Reported per (stage, executor, factor): clips, wall s, clips/s, peak worker RSS MB; Ray's fixed
@@ -68,8 +68,12 @@ class PeakRSS:
                 except psutil.Error:
                     continue
                 self.peak[p.pid] = max(self.peak.get(p.pid, 0.0), rss)
-                self.kind[p.pid] = ("ray_actor" if "ray::_Host" in cmd else
-                                    "local_worker" if "multiprocessing" in cmd else "other")
+                if "ray::" in cmd and "IDLE" not in cmd:   # an actor (ray::_Host...) at work
+                    self.kind[p.pid] = "ray_actor"
+                elif "multiprocessing" in cmd:
+                    self.kind[p.pid] = "local_worker"
+                else:
+                    self.kind.setdefault(p.pid, "other")
             time.sleep(0.1)
 
     def workers(self) -> list[float]:
