@@ -585,9 +585,12 @@ def to_dict(cfg: Any) -> dict:
 
 
 def dump(cfg: Any, path: str | Path) -> None:
-    """Write the config a stage ran with beside its outputs (atomically)."""
+    """Write the config a stage ran with beside its outputs (atomically). `scale` (where the
+    work ran: local pool or Ray cluster, torchrun sizes) is left out: outputs do not depend on
+    it, so a Ray run's folders hash as a local run's."""
     from kfusion.pipeline.io import atomic_write_text
-    atomic_write_text(Path(path), yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    d = {k: v for k, v in to_dict(cfg).items() if k != "scale"}
+    atomic_write_text(Path(path), yaml.safe_dump(d, sort_keys=False))
 
 
 def default_dict() -> dict:
