@@ -323,6 +323,13 @@ TABLES: tuple[Table, ...] = (
         ("seconds in {key}", "stage_seconds.*", SECONDS),
         ("seconds to build the corpus", "build_seconds", SECONDS))),
 
+    # ---- docs/scale.md
+    Table("scale-bench", (Col("clips", "clips", fmt=COUNT), Col("wall s", "wall_s", fmt=SECONDS),
+                          Col("clips/s", "clips_per_s"),
+                          Col("peak worker RSS MB", "max_worker_rss_mb", fmt="{:,.0f}")),
+          (Row("{stage}, {executor}, {factor}x", "runs.*"),),
+          file="bench/results/scale.json", label="stage, executor, corpus size"),
+
     # ---- docs/encoders.md
     Table("encoders-bench", (Col("real-time factor", "rtf"), Col("CPU s per audio s", "cpu_rtf"),
                              Col("peak RSS MB", "peak_rss_mb", fmt=COUNT),
