@@ -180,8 +180,14 @@ def _map_ray(fn, jobs, workers, ordered, initializer, initargs, scale, need,
     probe = Path(shared_dir) / f".probe-{uuid.uuid4().hex}" if shared_dir is not None else None
     if probe is not None:
         probe.write_text(socket.gethostname())
+    # The driver's OpenMP setting goes to the actors (env vars only: nothing is uploaded).
+    # Ray sets OMP_NUM_THREADS=1 in a 1-CPU actor, and CTranslate2 (Whisper) then takes
+    # another code path with other float sums: measured, its states' bytes differ from a
+    # local worker's, where the variable is unset.
+    omp = os.environ.get("OMP_NUM_THREADS") or str(len(os.sched_getaffinity(0)))
     # a lost node's actor restarts once and its job runs again: jobs are idempotent
-    host = ray.remote(max_restarts=1, max_task_retries=1, **need)(_Host)
+    host = ray.remote(max_restarts=1, max_task_retries=1,
+                      runtime_env={"env_vars": {"OMP_NUM_THREADS": omp}}, **need)(_Host)
     actors = [host.remote(fn, initializer, initargs, os.getcwd(), probe and str(probe.resolve()))
               for _ in range(_actors_that_fit(ray, workers, len(jobs), need))]
     try:
