@@ -527,8 +527,10 @@ def write_summary(result: TrainResult, path: str | Path, log_path: str | Path) -
     resumption in the untracked `log_path`; returns both together."""
     last = result.history[-1] if result.history else {}
     best = min(result.history, key=lambda r: r.get("val/loss", r["train/loss"])) if result.history else {}
-    # no wall time: models/ is a DVC out, and the same run must give the same bytes
+    # the wall time and the resumption go to the untracked log (split_run_log): models/ is a
+    # DVC out, and the same run must give the same bytes
     summary = {"epochs": len(result.history), "resumed_from_epoch": result.resumed_from,
+               "seconds": round(result.seconds, 1),
                "final": last,
                "best_epoch": best.get("epoch"), "best": best,
                "emotion_classifier": result.emotion_classifier}
