@@ -71,7 +71,7 @@ def naive_model_seconds(pred, audio: Path, r, stride_frames: int, repeats: int) 
     are computed once more, untimed."""
     from kfusion.shapes import EMOTIONS
     from kfusion.pipeline.predict.predictor import clip_features, window_starts_for
-    mel, w2v = clip_features(decode_audio(audio), pred.cfg, pred.encoder(), torch.device("cpu"))
+    mel, w2v = clip_features(decode_audio(audio), pred.cfg, pred.encoder())
     T = len(r.landmarks_crop)
     starts = window_starts_for(T, pred.cfg.windows.frames, stride_frames)
     out = []
