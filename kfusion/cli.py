@@ -154,6 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--animate", action="store_true",
                     help="also show the photo warped to the predicted landmarks (a talking head)")
     pr.add_argument("--strict", action="store_true", help="fail when the image has several faces")
+    pr.add_argument("--silence", choices=("still", "model"), default="still",
+                    help="still (default): where the audio holds no speech, the face rests as in "
+                         "the photo; model: the model's own output everywhere (docs/predict.md)")
     pr.add_argument("--stride-frames", type=int, default=10,
                     help="frames between overlapping 1 s windows (1-30; default %(default)s)")
     pr.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")

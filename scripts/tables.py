@@ -309,6 +309,28 @@ TABLES: tuple[Table, ...] = (
         ("torch threads", "threads", COUNT), ("stride, frames", "stride_frames", COUNT),
         ("load average (1, 5, 15 min) at the end", "load_average_1_5_15", "{:.1f}"))),
 
+    Table("silence", (Col("model alone (`--silence model`)", "model"),
+                      Col("with the gate (default)", "still")),
+          (Row("4 s of digital zeros", "cases.digital_zeros"),
+           Row("4 s of white noise at -80 dBFS", "cases.noise_-80dBFS"),
+           Row("4 s of white noise at -60 dBFS", "cases.noise_-60dBFS"),
+           Row("2 s pauses of -60 dBFS noise cut into speech (inside the pauses)",
+               "cases.pauses_in_speech"),
+           Row("30 s of real speech, whole clip (its own pauses included)", "cases.speech"),
+           Row("... its voiced frames (gate weight 1), mean", "cases.speech.voiced"),
+           Row("... its voiced frames, 95th percentile", "cases.speech.voiced_p95")),
+          file="bench/results/silence.json", label="audio: mean inner-lip opening, px"),
+    field_table("silence-run", "bench/results/silence.json", (
+        ("the identity photo's own opening, px", "identity_opening_px", PX),
+        ("largest |silence opening - identity's|, model alone, px", "max_silence_excess_px.model",
+         "{:.2f}"),
+        ("largest |silence opening - identity's|, with the gate, px", "max_silence_excess_px.still",
+         "{:.2f}"),
+        ("target met (silence within 1 px, voiced speech unchanged)", "target_met", ""),
+        ("checkpoint", "checkpoint", ""), ("content encoder", "encoder", ""),
+        ("torch threads", "machine.threads", COUNT),
+        ("load average (1 min) at start", "machine.load_average_start.0", "{:.1f}"))),
+
     # ---- docs/reliability.md
     field_table("faults-corpus", "bench/results/faults_corpus.json", (
         ("clips", "clips", COUNT), ("corrupted", "corrupted", COUNT),

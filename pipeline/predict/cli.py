@@ -55,7 +55,8 @@ def run(args: argparse.Namespace) -> int:
                                    side_by_side=args.side_by_side, strict=args.strict,
                                    stride_frames=getattr(args, "stride_frames", 10),
                                    batch_size=getattr(args, "batch_size", 64),
-                                   animate=getattr(args, "animate", False))
+                                   animate=getattr(args, "animate", False),
+                                   silence=getattr(args, "silence", "still"))
     except PredictError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -86,6 +86,7 @@ class PredictResult:
     paths: dict[str, Path] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     timings_s: dict[str, float] = field(default_factory=dict)
+    silence: dict[str, Any] = field(default_factory=dict)   # the gate (predict.silence)
 
 
 def check_params(trained: Config, params: Config, path: Path) -> None:
@@ -276,13 +277,16 @@ class Predictor:
     def predict(self, audio: str | Path, image: str | Path, *, out: str | Path | None = None,
                 emotion: str = "auto", side_by_side: bool = False, strict: bool = False,
                 stride_frames: int = 10, batch_size: int = 64,
-                animate: bool = False) -> PredictResult:
+                animate: bool = False, silence: str = "still") -> PredictResult:
+        from kfusion.pipeline.predict.silence import MODES
         cfg, timings = self.cfg, {}
         frames, fps, sr = cfg.windows.frames, cfg.landmarks.fps, cfg.audio.sample_rate_hz
         if emotion != "auto" and emotion not in EMOTIONS:
             raise PredictError(f"--emotion {emotion!r}: expected auto or one of {', '.join(EMOTIONS)}")
         if not 1 <= stride_frames <= frames:
             raise PredictError(f"stride_frames={stride_frames}: expected 1..{frames} (the window)")
+        if silence not in MODES:
+            raise PredictError(f"--silence {silence!r}: expected one of {', '.join(MODES)}")
         paths = output_paths(out) if out is not None else {}
         if paths:
             check_writable(paths)
@@ -304,6 +308,10 @@ class Predictor:
         with self._step(f"model on {len(starts)} windows", timings, "model"):
             crop = self._landmarks(mel, w2v, starts, identity.landmarks_crop, emotion_id, T,
                                    batch_size)
+        gate = {"mode": "model"}
+        if silence == "still":
+            with self._step("hold the face still where there is no speech", timings, "silence"):
+                crop, gate = still_in_silence(crop, samples, identity.landmarks_crop, cfg)
         from kfusion.pipeline.data.landmarks import to_video_px
         image_px = to_video_px(crop, np.repeat(identity.crop_box[None], T, 0), cfg.landmarks.crop_px)
         result = PredictResult(
@@ -311,7 +319,7 @@ class Predictor:
             emotion=EMOTIONS[emotion_id], emotion_source=source, emotion_probabilities=probs,
             emotion_note=why, checkpoint=self.checkpoint, encoder=self.encoder_info,
             identity=identity, n_windows=len(starts), stride_frames=stride_frames,
-            warnings=notes, timings_s=timings, model=model_switches(cfg.model))
+            warnings=notes, timings_s=timings, model=model_switches(cfg.model), silence=gate)
         if paths:
             self._say(f"write {T} frames of video" + (" (animated face)" if animate else ""))
             timings.update(write_outputs(result, paths, samples, sr, side_by_side=side_by_side,
@@ -379,6 +387,15 @@ class Predictor:
         return stitch.result()                                  # (T, 68, 2)
 
 
+def still_in_silence(crop: np.ndarray, samples: np.ndarray, identity: np.ndarray,
+                     cfg: Config) -> tuple[np.ndarray, dict[str, Any]]:
+    """The model's landmarks with the face at rest where the audio holds no speech
+    (kfusion.pipeline.predict.silence), and the gate's record for the JSON."""
+    from kfusion.pipeline.predict.silence import apply_gate, speech_gate
+    gate = speech_gate(samples, cfg.audio.sample_rate_hz, cfg.landmarks.fps, len(crop))
+    return apply_gate(crop, identity, gate.weight), gate.record()
+
+
 def window_starts_for(T: int, frames: int, stride: int) -> list[int]:
     from kfusion.pipeline.predict.stitch import window_starts
     return window_starts(T, frames, stride)
@@ -388,15 +405,17 @@ def predict(audio: str | Path, image: str | Path, *, out: str | Path | None = No
             emotion: str = "auto", checkpoint: str | Path | None = None,
             side_by_side: bool = False, strict: bool = False, stride_frames: int = 10,
             device: str = "auto", batch_size: int = 64, params: Config | None = None,
-            ffmpeg: str = "", animate: bool = False) -> PredictResult:
+            ffmpeg: str = "", animate: bool = False, silence: str = "still") -> PredictResult:
     """Landmarks (and, with `out`, an mp4 + .npy/.csv files) for `audio` spoken by the face in
     `image`. checkpoint None = models/best.pt. With `params`, a checkpoint whose model config
     differs from it is refused. `animate`: the mp4 also shows the photo warped to the predicted
-    landmarks. Raises PredictError with a message a user can act on."""
+    landmarks. `silence`: "still" holds the face at rest where there is no speech, "model"
+    keeps the model's output (kfusion.pipeline.predict.silence). Raises PredictError with a
+    message a user can act on."""
     p = Predictor(checkpoint, device=device, params=params, ffmpeg=ffmpeg)
     return p.predict(audio, image, out=out, emotion=emotion, side_by_side=side_by_side,
                      strict=strict, stride_frames=stride_frames, batch_size=batch_size,
-                     animate=animate)
+                     animate=animate, silence=silence)
 
 
 # ----------------------------------------------------------------------------- outputs
@@ -512,6 +531,7 @@ def summary(result: PredictResult, paths: dict[str, Path] | None = None) -> dict
             "emotion_probabilities": result.emotion_probabilities,
             "checkpoint": str(result.checkpoint), "encoder": result.encoder,
             "model": result.model,   # fusion and the ablation switches it was trained with
+            "silence": result.silence,   # the still-in-silence gate: mode, threshold, fractions
             "windows": result.n_windows, "stride_frames": result.stride_frames,
             "crop_box": [float(v) for v in ident.crop_box], "faces_in_image": ident.n_faces,
             "image_wh": list(ident.image_wh),

@@ -177,6 +177,12 @@ def test_predict_is_deterministic(mead_run, ckpt: Path, media: dict, tmp_path: P
     assert a.std(axis=0).max() > 0                     # and the landmarks do move
     assert json.loads((tmp_path / "again.json").read_text())["emotion_probabilities"] == \
         json.loads((first.parent / "out.json").read_text())["emotion_probabilities"]
+    # --silence model: the gate off, the model's own output (the same where there is speech)
+    r = kfusion("--audio", media["audio"], "--image", media["face"], "--out", tmp_path / "m.mp4",
+                "--checkpoint", ckpt, "--silence", "model", *MEAD_ARGS)
+    assert r.returncode == 0, r.stderr
+    assert json.loads((tmp_path / "m.json").read_text())["silence"] == {"mode": "model"}
+    assert json.loads((tmp_path / "again.json").read_text())["silence"]["mode"] == "still"
 
 
 @pytest.mark.slow
