@@ -85,3 +85,29 @@ def test_predict_holds_the_photo_in_silence_and_leaves_speech_alone(predictor, f
     assert record["mode"] == "still" and record["silent_fraction"] == pytest.approx(
         silent.mean(), abs=1e-4)
     assert raw.silence == {"mode": "model"}
+
+
+DEMO_CHECKPOINT = Path(__file__).resolve().parents[2] / "models" / "best.pt"
+
+
+@pytest.mark.realdata
+@pytest.mark.skipif(not DEMO_CHECKPOINT.is_file(),
+                    reason="models/best.pt absent: run `dvc repro` (the demo-trained checkpoint)")
+def test_the_demo_trained_model_rests_in_silence(face, tmp_path: Path):  # noqa: F811
+    """On the pipeline's own checkpoint (after `dvc repro`): digital zeros and -80/-60 dBFS
+    noise give the photo's mouth opening within 1 px, which the model alone does not."""
+    from kfusion.pipeline.predict.predictor import Predictor
+    from kfusion.pipeline.training.metrics import mouth_opening
+    pred = Predictor(DEMO_CHECKPOINT, device="cpu")
+    for name, x in (("zeros", np.zeros(2 * SR, np.float32)), ("-80", noise(2.0, -80.0)),
+                    ("-60", noise(2.0, -60.0))):
+        wav = tmp_path / f"{name}.wav"
+        sf.write(wav, x, SR, subtype="FLOAT")
+        opening = {}
+        for mode in ("still", "model"):
+            r = pred.predict(wav, face, emotion="neutral", silence=mode)
+            pts = np.concatenate([r.identity.landmarks_crop[None], r.landmarks_crop])
+            o = mouth_opening(pts[None].astype(np.float32))[0].numpy()
+            opening[mode] = np.abs(o[1:] - o[0]).mean()           # vs the photo's opening
+        assert opening["still"] < 1.0, name
+        assert opening["model"] > opening["still"], name
