@@ -258,6 +258,23 @@ class ModelConfig:
 
 
 @dataclass
+class AugmentConfig:
+    """Training-time augmentation (pipeline/training/augment.py); every switch off by default."""
+    mirror_p: float = _f(0.0, lo=0.0, hi=1.0, doc="share of windows mirrored left/right "
+                                                 "(landmarks re-indexed)")
+    similarity_p: float = _f(0.0, lo=0.0, hi=1.0, doc="share of windows given a random "
+                                                     "similarity transform (identity + target)")
+    rotate_deg: float = _f(5.0, lo=0.0, hi=45.0)
+    scale: float = _f(0.05, lo=0.0, hi=0.5, doc="scale drawn from 1 +- this")
+    shift_px: float = _f(4.0, lo=0.0, hi=64.0)
+    time_masks: int = _f(0, lo=0, hi=10, doc="spans per window blanked in mel + encoder states")
+    time_mask_s: float = _f(0.1, lo=0.0, hi=1.0, doc="longest span")
+    channel_masks: int = _f(0, lo=0, hi=10, doc="masks per window: a mel band + encoder channels")
+    mel_band: int = _f(8, lo=0, hi=128, doc="widest masked mel band, bins")
+    encoder_fraction: float = _f(0.1, lo=0.0, hi=1.0, doc="share of encoder channels masked")
+
+
+@dataclass
 class TrainConfig:
     epochs: int = _f(20, lo=1, hi=100000, doc="paper: 200 on MEAD; 20 (with windows."
                                              "stride_frames 5) trains the demo corpus in ~3 "
@@ -304,6 +321,7 @@ class TrainConfig:
                      doc="nodes; above 1 the stage launches every node's torchrun with srun "
                          "inside a SLURM allocation, else waits for the others to join "
                          "scale.rdzv_endpoint (docs/scale.md)")
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
     out: str = _f("models")
 
 

@@ -213,11 +213,17 @@ def _check_finite(loss: torch.Tensor, batch: dict[str, Any], epoch: int, step: i
 def train_epoch(model: nn.Module, loader: DataLoader, opt: torch.optim.Optimizer,
                 scaler: torch.amp.GradScaler, cfg: Config, loss_fn: Callable, d: Dist,
                 epoch: int, amp: bool) -> float:
+    from kfusion.pipeline.training.augment import augment_batch, enabled, step_generator
     model.train()
+    augment_on = enabled(cfg.train.augment)
+    mel_rate_hz = cfg.audio.sample_rate_hz / cfg.features.hop_length
     loss_sum = torch.zeros(2, dtype=torch.float64, device=d.device)  # (sum, count)
     for step, batch in enumerate(progress(loader, desc=f"epoch {epoch + 1}", leave=False,
                                           disable=None if d.main else True)):
         _check_inputs(batch, epoch, step, d)
+        if augment_on:   # drawn from (seed, epoch, step, rank): a resumed run draws the same
+            batch = augment_batch(batch, cfg.train.augment, cfg.landmarks.crop_px, mel_rate_hz,
+                                  step_generator(cfg.seed + d.rank, epoch, step))
         inputs, target = model_inputs(batch, d.device), batch["target"].to(d.device)
         with torch.autocast(d.device.type, dtype=torch.float16, enabled=amp):
             pred = model(inputs)                                            # (B, 30, 68, 2)
