@@ -330,11 +330,11 @@ def encode_features(cfg: Config, out: Path, device: str, encoder: dict,
     accepts no other rate."""
     jobs = feature_jobs(cfg, out, encoder, device)
     workers, threads = encoder_workers(cfg, device, len(jobs))
-    if workers > 1 or cfg.scale.executor != "local":
-        release_encoder()   # the workers load their own; free this process's copy
-    tally = ShardTally()
     # one local worker: encode here, with no pool (on CUDA the model stays in this process)
     here = workers == 1 and cfg.scale.executor == "local"
+    if not here:
+        release_encoder()   # the workers load their own; free this process's copy
+    tally = ShardTally()
     for res in map_shards(process_shard, jobs, workers=0 if here else workers, desc="features",
                           scale=cfg.scale, cpus_per_worker=threads, shared_dir=out,
                           gpus_per_worker=cfg.scale.gpus_per_encoder if device == "cuda" else 0):
