@@ -8,6 +8,7 @@ lines (DVC's own hashing and locking between stages included, in the stage it fo
 The demo's test M-LD comes with it, so a faster pipeline with worse results shows.
 
     python bench/repro.py            # bench/results/repro.json, ~3-5 min on 2 cores
+    python bench/repro.py --rev f643037 --out /tmp/before.json   # the same for another commit
 """
 from __future__ import annotations
 
@@ -29,10 +30,11 @@ TARGET_S = 180.0
 STAGE_LINE = re.compile(r"Running stage '([^']+)'")
 
 
-def fresh_clone(tmp: Path) -> tuple[Path, dict]:
-    """A clone of HEAD with its own venv (this interpreter's packages + the clone, editable)."""
+def fresh_clone(tmp: Path, rev: str) -> tuple[Path, dict]:
+    """A clone at `rev` with its own venv (this interpreter's packages + the clone, editable)."""
     clone = tmp / "kfusion"
     subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True)
+    subprocess.run(["git", "-C", str(clone), "checkout", "-q", rev], check=True)
     venv = clone / ".venv"
     subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
     subprocess.run([str(venv / "bin/pip"), "install", "-q", "--no-deps", "--no-build-isolation",
@@ -65,10 +67,12 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=None)
     ap.add_argument("--keep", action="store_true", help="keep the clone (printed)")
+    ap.add_argument("--rev", default="HEAD", help="the commit to time (e.g. an earlier one, for "
+                                                  "a before/after pair on one machine)")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench-repro-"))
     t_env = time.perf_counter()
-    clone, env = fresh_clone(tmp)
+    clone, env = fresh_clone(tmp, args.rev)
     env_s = time.perf_counter() - t_env
     import yaml
     threads = yaml.safe_load((clone / "params.yaml").read_text())["train"]["threads"]
