@@ -139,6 +139,10 @@ RUN: tuple[tuple[str, str], ...] = (
      "-S index.roots.grid=../shared/grid -S split.by=clip "
      "-S '+evaluate.sets.unseen={{corpus: folder, root: ../shared/unseen}}' "
      "-S '+evaluate.sets.cremad={{corpus: cremad, root: /data/CREMA-D}}'"),
+    ("metrics/ablations/grid-ppg/*",
+     "python scripts/ablations.py --corpus grid-ppg --rows proposed -S features.encoder=ppg "
+     "-S 'index.corpora=[grid]' -S index.roots.grid=../shared/grid -S split.by=clip "
+     "-S '+evaluate.sets.unseen={{corpus: folder, root: ../shared/unseen}}'"),
     ("metrics/ablations/demo/*", "python scripts/ablations.py"),
     *((f"metrics/fix/{stem}.json",
        "dvc exp run " + " ".join(f"-S {k}={v}" for k, v in sets.items())
@@ -180,6 +184,17 @@ TABLES: tuple[Table, ...] = (
         ("chance (1 of 8 emotions)", "emotion_classifier.chance", SHARE),
         ("test windows", "emotion_classifier.test_windows", COUNT))),
     ablation_table("grid-ablations", "grid"),
+    Table("grid-encoders",
+          (Col("M-LD", "test.model.M-LD"), Col("M-LVD", "test.model.M-LVD"),
+           Col("mouth r", "test.model.mouth_r", best="max"),
+           Col("audio-swap M-LD", "test.audio_swap.M-LD", best="none"),
+           Col("unseen speakers: M-LD", "unseen.model.M-LD"),
+           Col("unseen: mouth r", "unseen.model.mouth_r", best="max")),
+          (Row("Whisper tiny.en (the default here)", "rows.proposed",
+               "metrics/ablations/grid/summary.json"),
+           Row("hama phoneme posteriorgram (`features.encoder=ppg`)", "rows.proposed",
+               "metrics/ablations/grid-ppg/summary.json")),
+          label="Proposed on GRID s1, content encoder", best="min"),
     ablation_table("grid-unseen", "grid", "unseen"),
     ablation_table("grid-cremad", "grid", "cremad"),
 
