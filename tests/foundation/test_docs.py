@@ -130,6 +130,8 @@ def test_an_absent_file_says_not_measured_yet_with_its_command(scratch):
 
 
 def test_the_grid_tables_read_their_own_corpus_folder(scratch):
+    shutil.rmtree(scratch / "metrics/ablations/grid", ignore_errors=True)   # not run yet:
+    _tables(scratch)                                                        # says how to run it
     block = _block((scratch / "README.md").read_text(), "grid-ablations")
     assert "not measured yet" in block and "--corpus grid" in block
     path = _summary(scratch, "grid")
