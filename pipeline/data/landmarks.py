@@ -30,7 +30,7 @@ from kfusion.config import LandmarksConfig
 from kfusion.shapes import N_POINTS
 from kfusion.pipeline.media.video import downscale
 
-UPPER_FACE = np.r_[17:48]        # brows, nose, eyes: still while the mouth speaks
+UPPER_FACE = slice(17, 48)       # brows, nose, eyes: still while the mouth speaks
 PREDICTOR_FILE = "shape_predictor_68_face_landmarks.dat"
 CNN_DETECTOR_FILE = "mmod_human_face_detector.dat"
 FAN_FILE = "2DFAN4-11f355bf06.pth.tar"   # face_alignment 1.x, 2D FAN, network size 4
@@ -85,8 +85,21 @@ class DlibBackend:
 
     def predict(self, image: np.ndarray, box: Box) -> np.ndarray:
         rect = self.dlib.rectangle(*(int(round(v)) for v in box))
-        shape = self.predictor(image, rect)
-        return np.array([(p.x, p.y) for p in shape.parts()], np.float32)   # (68, 2)
+        return shape_points(self.predictor(image, rect))
+
+
+_POINT_PUNCTUATION = str.maketrans("(),", "   ")
+
+
+def shape_points(shape) -> np.ndarray:
+    """dlib's full_object_detection -> (68, 2) float32. Its text form, `points[(x, y), ...]`,
+    parses in half the time of reading 68 point objects' .x and .y from Python."""
+    text = str(shape.parts())
+    if text.startswith("points[") and text.endswith("]"):
+        values = text[7:-1].translate(_POINT_PUNCTUATION).split()
+        if len(values) == 2 * N_POINTS:
+            return np.array(values, np.float32).reshape(N_POINTS, 2)
+    return np.array([(p.x, p.y) for p in shape.parts()], np.float32)   # another dlib's text
 
 
 def fan_weights_path(weights_dir: str = "") -> Path:
@@ -182,23 +195,26 @@ def landmark_box(pts: np.ndarray) -> np.ndarray:
 
 def iou(a: np.ndarray, b: np.ndarray) -> float:
     """IoU of two squares given as (cx, cy, size)."""
-    ix = max(0.0, min(a[0] + a[2] / 2, b[0] + b[2] / 2) - max(a[0] - a[2] / 2, b[0] - b[2] / 2))
-    iy = max(0.0, min(a[1] + a[2] / 2, b[1] + b[2] / 2) - max(a[1] - a[2] / 2, b[1] - b[2] / 2))
+    (ax, ay, asz), (bx, by, bsz) = map(float, a), map(float, b)
+    ix = max(0.0, min(ax + asz / 2, bx + bsz / 2) - max(ax - asz / 2, bx - bsz / 2))
+    iy = max(0.0, min(ay + asz / 2, by + bsz / 2) - max(ay - asz / 2, by - bsz / 2))
     inter = ix * iy
-    return inter / (a[2] ** 2 + b[2] ** 2 - inter) if inter > 0 else 0.0
+    return inter / (asz ** 2 + bsz ** 2 - inter) if inter > 0 else 0.0
 
 
 def upper_face_patch(gray: np.ndarray, pts: np.ndarray, px: int = 24) -> np.ndarray | None:
     """Zero-mean unit-norm px x px patch of the brows-eyes-nose box, or None off-frame."""
     import cv2
-    lo, hi = pts[UPPER_FACE].min(0), pts[UPPER_FACE].max(0)
-    x0, y0 = int(max(lo[0], 0)), int(max(lo[1], 0))
-    x1, y1 = int(min(hi[0], gray.shape[1])), int(min(hi[1], gray.shape[0]))
+    upper = pts[UPPER_FACE]
+    (lx, ly), (hx, hy) = upper.min(0).tolist(), upper.max(0).tolist()
+    x0, y0 = int(max(lx, 0)), int(max(ly, 0))
+    x1, y1 = int(min(hx, gray.shape[1])), int(min(hy, gray.shape[0]))
     if x1 - x0 < 4 or y1 - y0 < 4:
         return None
     p = cv2.resize(gray[y0:y1, x0:x1], (px, px), interpolation=cv2.INTER_AREA).astype(np.float32)
     p -= p.mean()
-    n = float(np.linalg.norm(p))
+    flat = p.reshape(-1)
+    n = float(np.sqrt(flat.dot(flat)))    # np.linalg.norm's own steps, without its checks
     return p / n if n > 1e-6 else None
 
 
@@ -233,20 +249,22 @@ class Tracker:
     def __init__(self, backend, cfg: LandmarksConfig):
         self.backend, self.cfg = backend, cfg
         self.prev: np.ndarray | None = None          # (68, 2) last landmarks
+        self.prev_box: np.ndarray | None = None      # their landmark_box (computed once)
         self.ref_patch: np.ndarray | None = None     # upper-face patch at the last detection
         self.rel = np.array([0.0, 0.0, 1.0])         # detector box vs landmark box (dx, dy, scale)
         self.since_detect = 0
         self.detections = 0
         self.multi_face_detections = 0
 
-    def _box_from_landmarks(self, pts: np.ndarray) -> Box:
+    def _box_from_landmarks(self, box: np.ndarray) -> Box:
         # Seed the predictor with a box in the *detector's* convention (it was trained on
         # detector boxes): the offset/scale between the two is measured at each detection.
-        cx, cy, s = landmark_box(pts)
-        cx, cy, s = cx + self.rel[0] * s, cy + self.rel[1] * s, s * self.rel[2]
+        (cx, cy, s), (dx, dy, scale) = map(float, box), map(float, self.rel)
+        cx, cy, s = cx + dx * s, cy + dy * s, s * scale
         return (cx - s / 2, cy - s / 2, cx + s / 2, cy + s / 2)
 
-    def _detect(self, gray: np.ndarray) -> tuple[np.ndarray, float] | None:
+    def _detect(self, gray: np.ndarray) -> tuple[np.ndarray, float, np.ndarray] | None:
+        """-> (landmarks, confidence, their landmark_box), or None without a face."""
         self.detections += 1
         small, scale = downscale(gray, self.cfg.detect_max_px)
         found = self.backend.detect(small, self.cfg.detect_upsample)
@@ -254,7 +272,7 @@ class Tracker:
             return None
         self.multi_face_detections += len(found) > 1
         if self.prev is not None:   # several faces: keep the one we were following
-            c = landmark_box(self.prev)[:2]
+            c = self.prev_box[:2]
             box, score = min(found, key=lambda f: np.hypot((f[0][0] + f[0][2]) / 2 / scale - c[0],
                                                            (f[0][1] + f[0][3]) / 2 / scale - c[1]))
         else:                       # otherwise the largest
@@ -267,15 +285,17 @@ class Tracker:
                              ((box[1] + box[3]) / 2 - lb[1]) / lb[2], side / lb[2]])
         self.ref_patch = upper_face_patch(gray, pts)
         self.since_detect = 0
-        return pts, detection_confidence(score, self.cfg.detector)
+        return pts, detection_confidence(score, self.cfg.detector), lb
 
-    def _track(self, gray: np.ndarray) -> tuple[np.ndarray, float]:
-        pts = self.backend.predict(gray, self._box_from_landmarks(self.prev))
-        geometric = iou(landmark_box(pts), landmark_box(self.prev))
+    def _track(self, gray: np.ndarray) -> tuple[np.ndarray, float, np.ndarray]:
+        """-> (landmarks, confidence, their landmark_box) from the previous frame's."""
+        pts = self.backend.predict(gray, self._box_from_landmarks(self.prev_box))
+        lb = landmark_box(pts)
+        geometric = iou(lb, self.prev_box)
         patch = upper_face_patch(gray, pts)
         appearance = float((patch * self.ref_patch).sum()) if patch is not None \
             and self.ref_patch is not None else 0.0
-        return pts, max(0.0, min(geometric, appearance))
+        return pts, max(0.0, min(geometric, appearance)), lb
 
     def step(self, gray: np.ndarray) -> tuple[np.ndarray | None, float]:
         cfg = self.cfg
@@ -285,16 +305,16 @@ class Tracker:
             tracked = self._track(gray)
             self.since_detect += 1
             if tracked[1] >= cfg.min_track_confidence:
-                self.prev = tracked[0]
-                return tracked
+                self.prev, self.prev_box = tracked[0], tracked[2]
+                return tracked[:2]
         detected = self._detect(gray)
         if detected is not None:
-            self.prev = detected[0]
+            self.prev, self.prev_box = detected[0], detected[2]
             self.last_detected = True
-            return detected
+            return detected[:2]
         if tracked is not None and tracked[1] >= cfg.min_track_confidence:
-            return tracked   # scheduled re-detection missed a face we track confidently
-        self.prev = None
+            return tracked[:2]   # scheduled re-detection missed a face we track confidently
+        self.prev = self.prev_box = None
         return None, 0.0
 
 
@@ -541,24 +561,48 @@ def _jpeg(rgb: np.ndarray, quality: int) -> bytes:
 
 def _track_video(video_path: str, backend, cfg: LandmarksConfig,
                  ffmpeg: str) -> tuple[Track, dict]:
-    """One decode in YUV 4:2:0: the Y plane is the gray image the detector and predictor read,
-    and the colour of the identity candidate (best detection of the first second) is kept as it
-    passes, so keep_frames=identity needs no second decode. -> (track, {t, yuv} of the
-    candidate)."""
-    from kfusion.pipeline.media.video import iter_frames, yuv_gray
-    current: list[np.ndarray] = []
-    best: dict = {"conf": -1.0, "t": -1, "yuv": None}
+    """One decode: in this process where its frames are certain to be the pipe's (most clips:
+    no ffmpeg process to start, docs/landmarks.md), else through ffmpeg's pipe, from the start
+    again. -> (track, {t, colour} of the identity candidate), see _track_frames."""
+    from kfusion.pipeline.media.video import NotInProcess, decode_in_process, pipe_frames
+    try:
+        return _track_frames(decode_in_process(video_path, cfg.fps), backend, cfg)
+    except NotInProcess:
+        return _track_frames(pipe_frames(video_path, ffmpeg=ffmpeg, fps=cfg.fps), backend, cfg)
+
+
+def _track_frames(frames, backend, cfg: LandmarksConfig) -> tuple[Track, dict]:
+    """Track over decoded Frames (kfusion.pipeline.media.video.Frame): the gray image is what
+    the detector and predictor read, and the colour of the identity candidate (the best
+    detection of the first second) is kept as it passes, so keep_frames=identity needs no
+    second decode. -> (track, {t, colour}: the candidate's frame index and colour getter)."""
+    current: list = [None]
+    best: dict = {"conf": -1.0, "t": -1, "colour": None}
 
     def gray_frames():
-        for yuv in iter_frames(video_path, ffmpeg=ffmpeg, fps=cfg.fps, pix_fmt="yuv420p"):
-            current[:] = [yuv]
-            yield yuv_gray(yuv)
+        for frame in frames:
+            current[0] = frame
+            yield frame.gray
 
     def on_detection(t: int, conf: float) -> None:
         if (t < cfg.fps and conf > best["conf"]) or best["t"] < 0:
-            best.update(conf=conf if t < cfg.fps else -1.0, t=t, yuv=current[0].copy())
+            best.update(conf=conf if t < cfg.fps else -1.0, t=t, colour=current[0].colour)
 
     return track_clip(gray_frames(), backend, cfg, on_detection), best
+
+
+def _identity_rgb(video_path: str, best: dict, identity: int, cfg: LandmarksConfig,
+                  ffmpeg: str) -> np.ndarray:
+    """The identity frame in colour: the candidate's, kept while tracking; the pipe's 4:2:0
+    frame where only ffmpeg's conversion gives that colour (a 4:4:4 source); or, for a clip
+    trimmed to its good span, the frame decoded again in RGB."""
+    from kfusion.pipeline.media.video import read_frame, yuv_rgb
+    if best["t"] != identity:
+        return read_frame(video_path, identity, ffmpeg=ffmpeg, fps=cfg.fps)
+    rgb = best["colour"]()
+    if rgb is None:
+        rgb = yuv_rgb(read_frame(video_path, identity, ffmpeg=ffmpeg, fps=cfg.fps, pix_fmt="yuv420p"))
+    return rgb
 
 
 def _check_multi_face(track: Track, cfg: LandmarksConfig, video_path: str) -> None:
@@ -576,7 +620,7 @@ def process_clip(clip_id: str, video_path: str, backend, cfg: LandmarksConfig,
     min_face_fraction of its frames, MultipleFaces above max_multi_face_fraction."""
     import time
 
-    from kfusion.pipeline.media.video import crop_square, iter_frames, read_frame, yuv_rgb
+    from kfusion.pipeline.media.video import crop_square, iter_frames
     t0 = time.perf_counter()
     track, best = _track_video(video_path, backend, cfg, ffmpeg)
     T = len(track.found)
@@ -586,8 +630,7 @@ def process_clip(clip_id: str, video_path: str, backend, cfg: LandmarksConfig,
         raise NoFace(f"{video_path}: {e}") from None
     _check_multi_face(track, cfg, video_path)
     clip = postprocess_span(track, cfg, a, b)
-    rgb = yuv_rgb(best["yuv"]) if best["t"] == clip.identity_frame else \
-        read_frame(video_path, clip.identity_frame, ffmpeg=ffmpeg, fps=cfg.fps)   # trimmed clips
+    rgb = _identity_rgb(video_path, best, clip.identity_frame, cfg, ffmpeg)
     identity_jpeg = _jpeg(crop_square(rgb, clip.crop_box[clip.identity_frame], cfg.crop_px),
                           cfg.jpeg_quality)
     frames_jpeg = []

@@ -7,12 +7,20 @@ duration d gives round(d x 30) frames. Frames come out as PGM/PPM images on stdo
 rotation metadata (which ffmpeg applies) or odd sample aspect ratios cannot make us slice the
 byte stream at the wrong width. We read one frame at a time from a buffered pipe, so memory
 is one frame plus the pipe buffer, whatever the clip's length or resolution.
+
+`decode_in_process` gives the same gray frames (and, for 4:2:0 sources, the same colour)
+without the ffmpeg process: PyAV's libavcodec decodes in this process and the `fps` filter's
+rule is applied to the frame timestamps here. Starting ffmpeg, probing the file and piping
+every frame cost more CPU than decoding a small clip (docs/landmarks.md, Measured); a source
+where equality with the pipe is not certain raises NotInProcess, and the caller uses the pipe.
 """
 from __future__ import annotations
 
+import functools
 import subprocess
+from fractions import Fraction
 from pathlib import Path
-from typing import Iterator, Literal
+from typing import Callable, Iterator, Literal, NamedTuple
 
 import cv2
 import numpy as np
@@ -101,7 +109,13 @@ def yuv_rgb(frame: np.ndarray) -> np.ndarray:
     """PGMYUV frame (h * 3/2, w) -> RGB (h, w, 3)."""
     h, w = frame.shape[0] * 2 // 3, frame.shape[1]
     chroma = frame[h:]
-    i420 = np.concatenate([frame[:h].ravel(), chroma[:, : w // 2].ravel(), chroma[:, w // 2:].ravel()])
+    return i420_rgb(frame[:h], chroma[:, : w // 2], chroma[:, w // 2:])
+
+
+def i420_rgb(y: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """4:2:0 planes Y (h, w), U and V (h/2, w/2) -> RGB (h, w, 3), OpenCV's BT.601 conversion."""
+    h, w = y.shape
+    i420 = np.concatenate([y.ravel(), u.ravel(), v.ravel()])
     return cv2.cvtColor(i420.reshape(h * 3 // 2, w), cv2.COLOR_YUV2RGB_I420)
 
 
@@ -139,3 +153,123 @@ def crop_square(frame: np.ndarray, box: np.ndarray, out_px: int) -> np.ndarray:
             np.zeros((side, side) + frame.shape[2:], np.uint8)
     interp = cv2.INTER_AREA if side > out_px else cv2.INTER_LINEAR
     return cv2.resize(roi, (out_px, out_px), interpolation=interp)
+
+
+# ----------------------------------------------------------------------------- in process
+class NotInProcess(Exception):
+    """The frames of this source are not certain to equal the pipe's when decoded in process
+    (another pixel format, rotation, a decoding error, ...): decode it with `iter_frames`."""
+
+
+class Frame(NamedTuple):
+    """A decoded frame: the gray image and, on demand, its colour."""
+    gray: np.ndarray                           # (h, w) uint8, even h and w (the pipe's crop)
+    colour: Callable[[], np.ndarray | None]    # -> RGB (h, w, 3) as yuv_rgb gives it from the
+                                               #    pipe, or None where that needs the pipe
+
+
+# 8-bit planar YUV: ffmpeg's conversion to yuv420p leaves the luma plane as decoded (with this
+# project's ffmpeg; tests/landmarks/test_decode.py compares), so it is the gray image. Only a
+# yuv420p source has the pipe's chroma without a conversion: only it gives colour in process.
+LUMA_FORMATS = frozenset({"yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p"})
+
+
+def pipe_frames(path: str | Path, *, ffmpeg: str = "", fps: int = 30) -> Iterator[Frame]:
+    """`iter_frames` in yuv420p as Frames: the Y plane and the colour of the same bytes."""
+    for yuv in iter_frames(path, ffmpeg=ffmpeg, fps=fps, pix_fmt="yuv420p"):
+        yield Frame(yuv_gray(yuv), functools.partial(yuv_rgb, yuv))
+
+
+def rescale_near(a: int, src: Fraction, dst: Fraction) -> int:
+    """A timestamp `a` in time base `src` -> time base `dst` as ffmpeg rounds it:
+    av_rescale_q_rnd(a, src, dst, AV_ROUND_NEAR_INF), exact, halves away from zero."""
+    num, den = abs(a) * src.numerator * dst.denominator, src.denominator * dst.numerator
+    q = (2 * num + den) // (2 * den)
+    return q if a >= 0 else -q
+
+
+def decode_in_process(path: str | Path, fps: int = 30) -> Iterator[Frame]:
+    """The frames `pipe_frames` gives, decoded in this process (one thread).
+
+    The `fps` filter's rule, on each frame's tick (rescale_near): tick n of the output shows the
+    last frame whose tick is <= n, up to the end tick (the last frame's timestamp + duration);
+    a frame whose successor has the same tick is dropped, a frame spanning k ticks is repeated
+    k times (the same Frame object). The output starts at tick 0: a video that starts after
+    the input (after its audio) repeats its first frame until then, as the command line's
+    constant-rate output does. Raises NotInProcess, before the first frame or, rarely, later
+    (the caller starts again with the pipe)."""
+    import av
+    try:
+        container = av.open(str(path))
+    except (av.FFmpegError, OSError) as e:
+        raise NotInProcess(f"{path}: {e}") from None
+    with container:
+        if not container.streams.video:
+            raise NotInProcess(f"{path}: no video stream")
+        stream = container.streams.video[0]
+        stream.thread_type, stream.codec_context.thread_count = "NONE", 1
+        tb = stream.time_base
+        # The command line shifts the input to start at 0 (its start time, in microseconds),
+        # then the `fps` filter rounds each timestamp to its 1/fps tick.
+        offset = rescale_near(container.start_time or 0, Fraction(1, 1_000_000), tb)
+        out_tb = Fraction(1, fps)
+        shown, tick, last = None, None, None          # the Frame waiting for its ticks, the next output tick
+        try:
+            for frame in container.decode(stream):
+                if frame.pts is None or (last is not None and frame.pts <= last.pts):
+                    raise NotInProcess(f"{path}: frame timestamps missing or not increasing")
+                t = rescale_near(frame.pts - offset, tb, out_tb)
+                if shown is not None:
+                    while tick < t:                   # `shown` until this frame's tick
+                        yield shown
+                        tick += 1
+                elif t < 0:
+                    raise NotInProcess(f"{path}: the video starts before the input")
+                else:
+                    tick = 0                          # the first frame from tick 0, however late
+                shown, last = _frame(frame, path), frame
+        except av.FFmpegError as e:
+            raise NotInProcess(f"{path}: {e}") from None
+        if last is None:
+            raise NotInProcess(f"{path}: no frame decoded")
+        end = rescale_near(last.pts + _last_duration(last, path) - offset, tb, out_tb)
+        while tick < end:
+            yield shown
+            tick += 1
+
+
+def _last_duration(frame, path) -> int:
+    """The last frame's duration, as the ffmpeg command line estimates it for the end of the
+    stream when the container gives it (fftools' video_duration_estimate, first case)."""
+    if not frame.duration or frame.duration <= 1:
+        raise NotInProcess(f"{path}: the last frame has no duration")
+    return frame.duration
+
+
+def _frame(frame, path) -> Frame:
+    """av.VideoFrame -> Frame: views on its planes, cropped to even sizes as the pipe is."""
+    fmt = frame.format.name
+    if fmt not in LUMA_FORMATS or frame.rotation:
+        raise NotInProcess(f"{path}: {fmt}{f', rotated {frame.rotation}' if frame.rotation else ''}")
+    h, w = frame.height // 2 * 2, frame.width // 2 * 2
+    y = _plane(frame, 0, h, w)
+    if fmt != "yuv420p":
+        return Frame(y, _no_colour)
+    return Frame(y, functools.partial(_frame_rgb, frame, y))
+
+
+def _plane(frame, index: int, h: int, w: int) -> np.ndarray:
+    """Plane `index` of an av.VideoFrame as (h, w) uint8: a view when its rows are unpadded
+    (dlib and OpenCV take a contiguous image without copying it), else a compact copy."""
+    p = frame.planes[index]
+    a = np.frombuffer(p, np.uint8).reshape(-1, p.line_size)[:h, :w]
+    return a if a.flags.c_contiguous else np.ascontiguousarray(a)
+
+
+def _frame_rgb(frame, y: np.ndarray) -> np.ndarray:
+    h, w = y.shape
+    return i420_rgb(y, _plane(frame, 1, h // 2, w // 2), _plane(frame, 2, h // 2, w // 2))
+
+
+def _no_colour() -> None:
+    return None
