@@ -36,6 +36,8 @@ from kfusion.pipeline.media.container import MediaError
 from kfusion.pipeline.media.draw import grid
 
 SCHEMA_VERSION = 1
+# The workers' fork server reads the shape predictor once; the workers share it (dlib_preload).
+PRELOAD = ("kfusion.pipeline.data.dlib_preload",)
 
 # ----------------------------------------------------------------------------- workers
 _worker: dict = {}
@@ -145,6 +147,7 @@ def landmark_shards(cfg: Config, manifest: list[dict], out: Path, ffmpeg: str,
     work_frames = 0
     for res in map_shards(landmark_shard, jobs, workers=cfg.preprocess.workers,
                           initializer=_init_worker, initargs=(cfg.landmarks, ffmpeg),
+                          preload=PRELOAD if cfg.landmarks.backend == "dlib" else (),
                           desc="landmarks", scale=cfg.scale, shared_dir=out):
         stats += res["stats"]
         work_frames += sum(s["frames"] for s in res["stats"])

@@ -18,6 +18,7 @@ Backends share one interface: `detect(gray_small) -> [(box, score)]`, `predict(i
 """
 from __future__ import annotations
 
+import functools
 import importlib.util
 import warnings
 from dataclasses import dataclass
@@ -55,6 +56,16 @@ def dlib_model_path(name: str) -> Path:
     raise LandmarkError(f"{name} not found under {list(spec.submodule_search_locations)}/models")
 
 
+@functools.lru_cache(maxsize=None)
+def shape_predictor(path: str):
+    """dlib's shape predictor from `path`, read once per process (~100 MB, about half a
+    second). A worker forked from a process that read it (the landmarks stage's fork server,
+    kfusion.pipeline.data.dlib_preload) shares its pages: no read per worker, and one copy of
+    the model in the CPU cache that the workers share (docs/landmarks.md, Measured)."""
+    import dlib
+    return dlib.shape_predictor(path)
+
+
 Box = tuple[float, float, float, float]   # left, top, right, bottom in source px
 
 
@@ -65,7 +76,7 @@ class DlibBackend:
         import dlib
         self.dlib = dlib
         self.upsample = upsample
-        self.predictor = dlib.shape_predictor(str(dlib_model_path(PREDICTOR_FILE)))
+        self.predictor = shape_predictor(str(dlib_model_path(PREDICTOR_FILE)))
         if detector == "cnn":
             self.cnn = dlib.cnn_face_detection_model_v1(str(dlib_model_path(CNN_DETECTOR_FILE)))
             self.hog = None
@@ -98,7 +109,7 @@ def shape_points(shape) -> np.ndarray:
     if text.startswith("points[") and text.endswith("]"):
         values = text[7:-1].translate(_POINT_PUNCTUATION).split()
         if len(values) == 2 * N_POINTS:
-            return np.array(values, np.float32).reshape(N_POINTS, 2)
+            return np.fromiter(map(int, values), np.float32, 2 * N_POINTS).reshape(N_POINTS, 2)
     return np.array([(p.x, p.y) for p in shape.parts()], np.float32)   # another dlib's text
 
 
@@ -318,6 +329,16 @@ class Tracker:
         return None, 0.0
 
 
+def same_pixels(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether two frames hold the same pixels. A repeated frame is often the same array; else
+    the middle row tells almost every pair of different frames apart, without reading both
+    whole (np.array_equal compares every pixel: 0.1 ms for a 1080p frame)."""
+    if a is b:
+        return True
+    mid = a.shape[0] // 2
+    return a.shape == b.shape and np.array_equal(a[mid], b[mid]) and np.array_equal(a, b)
+
+
 def track_clip(frames: Iterable[np.ndarray], backend, cfg: LandmarksConfig,
                on_detection=None) -> Track:
     """Run the tracker over gray frames (H, W). Repeated frames (fps upsampling duplicates
@@ -328,7 +349,7 @@ def track_clip(frames: Iterable[np.ndarray], backend, cfg: LandmarksConfig,
     last, last_out, shape = None, None, (0, 0)
     for t, gray in enumerate(frames):
         shape = gray.shape
-        if last is not None and np.array_equal(gray, last):
+        if last is not None and same_pixels(gray, last):
             out, det = last_out, False
         else:
             out = tracker.step(gray)

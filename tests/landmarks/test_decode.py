@@ -1,6 +1,7 @@
 """Decoding in process (PyAV) gives the frames of ffmpeg's pipe, byte for byte, or says it
 cannot; the landmarks stage relies on both (kfusion.pipeline.media.video.decode_in_process)."""
 import subprocess
+import sys
 from fractions import Fraction
 from pathlib import Path
 
@@ -9,7 +10,9 @@ import numpy as np
 import pytest
 
 from kfusion.config import LandmarksConfig
-from kfusion.pipeline.data.landmarks import DlibBackend, process_clip, read_clip, shape_points
+from kfusion.pipeline.data.landmarks import (PREDICTOR_FILE, DlibBackend, dlib_model_path,
+                                             process_clip, read_clip, same_pixels, shape_points,
+                                             shape_predictor)
 from kfusion.pipeline.media.ffmpeg import ffmpeg_binary
 from kfusion.pipeline.media.video import (NotInProcess, decode_in_process, pipe_frames,
                                           rescale_near)
@@ -129,3 +132,39 @@ def test_shape_points_reads_dlib_text_including_negative_coordinates():
     out = shape_points(shape)
     assert out.dtype == np.float32 and out.shape == (68, 2)
     assert out.tolist() == [[-3 + i, 200 - 7 * i] for i in range(68)]
+
+
+def test_same_pixels_compares_whole_frames():
+    a = np.arange(12 * 8, dtype=np.uint8).reshape(12, 8)
+    assert same_pixels(a, a) and same_pixels(a, a.copy())
+    last_row, mid_row = a.copy(), a.copy()
+    last_row[-1, -1] += 1          # the middle row equal: the whole frame decides
+    mid_row[6, 0] += 1
+    assert not same_pixels(a, last_row) and not same_pixels(a, mid_row)
+    assert not same_pixels(a, a[:10])
+
+
+def test_stage_workers_start_with_the_shape_predictor_loaded(tmp_path):
+    # Fresh processes (each starts its own fork server): with the stage's preload the worker's
+    # predictor cache already holds the model, read once in the fork server; without, empty.
+    script = tmp_path / "probe.py"
+    script.write_text(
+        "import sys\n"
+        "from kfusion.pipeline.data.executor import map_shards\n"
+        "from kfusion.pipeline.data.landmark_shards import PRELOAD\n"
+        "from kfusion.pipeline.data.landmarks import shape_predictor\n"
+        "def cached(_):\n"
+        "    info = shape_predictor.cache_info()\n"
+        "    return info.currsize, info.misses\n"
+        "if __name__ == '__main__':\n"
+        "    [info] = map_shards(cached, [0], workers=1,\n"
+        "                        preload=PRELOAD if sys.argv[1] == 'yes' else ())\n"
+        "    print(*info)\n")
+    got = {flag: subprocess.run([sys.executable, str(script), flag], capture_output=True, text=True,
+                                check=True).stdout.split() for flag in ("yes", "no")}
+    assert got == {"yes": ["1", "1"], "no": ["0", "0"]}
+
+
+def test_backends_in_one_process_share_one_predictor():
+    path = str(dlib_model_path(PREDICTOR_FILE))
+    assert DlibBackend().predictor is DlibBackend("hog", 1).predictor is shape_predictor(path)
