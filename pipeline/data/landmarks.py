@@ -619,10 +619,11 @@ def _identity_rgb(video_path: str, best: dict, identity: int, cfg: LandmarksConf
     trimmed to its good span, the frame decoded again in RGB."""
     from kfusion.pipeline.media.video import read_frame, yuv_rgb
     if best["t"] != identity:
-        return read_frame(video_path, identity, ffmpeg=ffmpeg, fps=cfg.fps)
+        return read_frame(video_path, identity, ffmpeg=ffmpeg, fps=cfg.fps, threads=1)
     rgb = best["colour"]()
     if rgb is None:
-        rgb = yuv_rgb(read_frame(video_path, identity, ffmpeg=ffmpeg, fps=cfg.fps, pix_fmt="yuv420p"))
+        rgb = yuv_rgb(read_frame(video_path, identity, ffmpeg=ffmpeg, fps=cfg.fps,
+                                 pix_fmt="yuv420p", threads=1))
     return rgb
 
 
