@@ -183,6 +183,7 @@ def summarise(runs: list[dict], lengths: list[float]) -> dict:
 
 
 def compare(work: Path, lengths: list[float]) -> dict:
+    """Per length, the largest |new - before| of the landmarks (crop px); None: other shapes."""
     import numpy as np
     out = {}
     for seconds in lengths:
@@ -243,16 +244,17 @@ def figures_of(args, runs: dict[str, list[dict]], ckpt_note: str, base_commit: s
                **new,
                "met": {"rtf": all(v["rtf"] <= TARGET_RTF for v in new["lengths"].values()),
                        "load_s": new["load_s"] < TARGET_LOAD_S}}
-    if base_commit is not None:
+    if base_commit is not None:   # before / after, side by side per length
         base = summarise(runs["baseline"], args.lengths)
-        figures["baseline"] = {"commit": base_commit, **base}
-        figures["speedup"] = {
-            "load": round(base["load_s"] / new["load_s"], 2),
-            **{k: round(base["lengths"][k]["rtf"] / v["rtf"], 2)
-               for k, v in new["lengths"].items()},
-            **{f"{k}_cpu": round(base["lengths"][k]["cpu_rtf"] / v["cpu_rtf"], 2)
-               for k, v in new["lengths"].items()}}
-        figures["landmarks_max_abs_diff_px"] = compare(work, args.lengths)
+        diffs = compare(work, args.lengths)
+        figures["before"] = {"commit": base_commit, **{k: v for k, v in base.items() if k != "lengths"}}
+        figures["speedup_load"] = round(base["load_s"] / new["load_s"], 2)
+        for k, v in new["lengths"].items():
+            b = base["lengths"][k]
+            v["before"] = {"rtf": b["rtf"], "cpu_rtf": b["cpu_rtf"], "steps_s": b["steps_s"]}
+            v["speedup"] = round(b["rtf"] / v["rtf"], 2)
+            v["speedup_cpu"] = round(b["cpu_rtf"] / v["cpu_rtf"], 2)
+            v["landmarks_max_abs_diff_px"] = diffs[k]
     return figures
 
 
@@ -261,11 +263,12 @@ def summary_line(f: dict) -> str:
     line = (f"{'; '.join(parts)}; load {f['load_s']:.2f} s (+ import {f['import_s']:.1f} s); "
             f"target RTF <= {TARGET_RTF}: {'met' if f['met']['rtf'] else 'NOT met'}, "
             f"load < {TARGET_LOAD_S:g} s: {'met' if f['met']['load_s'] else 'NOT met'}")
-    if "speedup" in f:
-        s = f["speedup"]
-        line += (f"; vs {f['baseline']['commit']}: "
-                 + ", ".join(f"{k} {s[k]:.1f}x" for k in f["lengths"]) + f", load {s['load']:.1f}x"
-                 + f", landmarks max diff {max(v or 0 for v in f['landmarks_max_abs_diff_px'].values()):.1e} px")
+    if "before" in f:
+        L = f["lengths"]
+        diff = max((v["landmarks_max_abs_diff_px"] or 0) for v in L.values())
+        line += (f"; vs {f['before']['commit']}: "
+                 + ", ".join(f"{k} {v['speedup']:.1f}x" for k, v in L.items())
+                 + f", load {f['speedup_load']:.1f}x, landmarks max diff {diff:.1e} px")
     return line
 
 
