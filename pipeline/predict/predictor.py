@@ -253,12 +253,13 @@ def find_identity(image: str | Path, cfg: Config, *, strict: bool = False, ffmpe
 
 
 # ----------------------------------------------------------------------------- features
-def load_encoder(cfg: Config, record: dict[str, Any], device: torch.device):
+def load_encoder(cfg: Config, record: dict[str, Any], device: torch.device, threads: int = 0):
     """The content encoder the checkpoint's features came from (its record), loaded here;
     PredictError when it cannot be, or when its weights are not the recorded ones. A long
-    clip's Whisper chunks go through side by side, one per torch thread (the same numbers)."""
+    clip's Whisper chunks go through side by side, one per thread (the same numbers);
+    threads: 0 = torch's."""
     from kfusion.pipeline.data.encoders import EncoderLoadError, EncoderMismatch, load_recorded
-    threads = max(torch.get_num_threads(), 1)
+    threads = max(threads or torch.get_num_threads(), 1)
     try:
         return load_recorded(record, cfg.features, device=device.type, threads=threads,
                              piece_threads=threads)
@@ -349,7 +350,8 @@ class Predictor:
                 raise PredictError(f"--device {device}: {e}") from None
             from kfusion.pipeline.data.landmarks import make_backend
             self._loads = {"encoder": Background(load_encoder, self.cfg, self.encoder_info,
-                                                 self.device, name="load-encoder"),
+                                                 self.device, torch.get_num_threads(),
+                                                 name="load-encoder"),
                            "face_models": Background(make_backend, self.cfg.landmarks,
                                                      name="load-face")}
             with one_torch_thread():   # KAN's init: many tiny parallel least squares

@@ -1,12 +1,13 @@
 """The predict video: the landmarks drawn on the identity crop (with `--side-by-side`, also on
 a neutral canvas; with `--animate`, beside the photo warped to them), H.264 with the audio.
 
-Where the time goes (60 s of speech, 1,800 frames of 256 px, per frame, measured on the
-project's 2 shared cores): drawing ~0.2 ms in three OpenCV calls (draw.draw_landmarks_into),
-RGB -> I420 ~0.08 ms in OpenCV, H.264 ~0.4 ms in ffmpeg's own process, in parallel. ffmpeg's
-RGB conversion would cost ~0.35 ms more per frame, so the frames go to it in I420, in blocks
-of BLOCK_FRAMES (one pipe write each). The drawing is in C; the per-frame Python left around
-it is a few microseconds.
+Where the time goes, per 256 px frame, CPU (60 s of speech = 1,800 frames, measured on the
+project's loaded 2-core machine): the crop copied ~0.02 ms, the contours ~0.04 ms and the 68
+points ~0.15 ms drawn (draw.draw_landmarks_into: three OpenCV calls, the points' anti-aliased
+discs being most of it), RGB -> I420 ~0.08 ms in OpenCV; H.264 ~0.4 ms in ffmpeg's own
+process, meanwhile. ffmpeg's own RGB -> I420 (swscale) cost ~0.4 ms more per frame, so the
+frames reach it in I420, BLOCK_FRAMES per pipe write. The drawing is C; the Python around it
+is a few microseconds per frame, so no per-frame loop is left worth vectorising.
 """
 from __future__ import annotations
 
