@@ -81,9 +81,57 @@ def worker(args: argparse.Namespace) -> int:
         np.save(work / f"landmarks_{args.tag}_{seconds:g}.npy", r.landmarks_crop)
         out["lengths"][f"{seconds:g}"] = {"calls": calls, "windows": r.n_windows,
                                           "frames": len(r.landmarks_crop)}
+        if args.profile:
+            out["lengths"][f"{seconds:g}"]["profile"] = profile(
+                pred, work / f"speech_{seconds:g}s.wav", work / "face.png",
+                work / f"profile_{seconds:g}.mp4")
     out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps(out))
     return 0
+
+
+def profile(pred, audio: Path, face: Path, out: Path) -> dict:
+    """Each step of predict() alone, in turn, on one core (model: one worker): CPU and wall
+    seconds. What the overlapping run spreads over two cores; this tree's code only."""
+    from kfusion.pipeline.predict import predictor as P
+    from kfusion.pipeline.predict.render import SpeechTrack, video_blocks, write_video
+    from kfusion.pipeline.predict.stitch import window_starts
+    steps: dict[str, dict[str, float]] = {}
+
+    def step(name, fn):
+        c, t = cpu_seconds(), time.perf_counter()
+        value = fn()
+        steps[name] = {"cpu_s": round(cpu_seconds() - c, 3), "wall_s": round(time.perf_counter() - t, 3)}
+        return value
+    cfg = pred.cfg
+    with P.one_torch_thread():
+        samples = step("decode_audio", lambda: P.read_audio(audio, cfg))
+        ident, _ = step("face", lambda: P.find_identity(face, cfg, backend=pred.backend()))
+        w2v = step("whisper", lambda: P.content_features(samples, cfg, pred.encoder()))
+        mel = step("log_mel", lambda: P.mel_features(samples, cfg, pred.encoder_info["encoder"],
+                                                     pred.mel_transform()))
+        T = round(len(samples) / cfg.audio.sample_rate_hz * cfg.landmarks.fps)
+        starts = window_starts(T, cfg.windows.frames, 10)
+        step("emotion", lambda: pred._emotion_probabilities(mel, w2v, starts, 64))
+        crop = step("model", lambda: pred._landmarks(mel, w2v, starts, ident.landmarks_crop, 0, T, 64, 1))
+        result = P.PredictResult(landmarks_crop=crop, landmarks_image=crop, fps=cfg.landmarks.fps,
+                                 duration_s=T / cfg.landmarks.fps, emotion="neutral",
+                                 emotion_source="given", emotion_probabilities=None, emotion_note="",
+                                 checkpoint=pred.checkpoint, encoder={}, identity=ident,
+                                 n_windows=len(starts), stride_frames=10)
+        paths = P.output_paths(out)
+        step("landmark_files", lambda: P.write_landmark_files(result, paths))
+        track = step("aac", lambda: finished(SpeechTrack(samples, cfg.audio.sample_rate_hz)))
+        step("draw_i420", lambda: sum(len(b) for b in video_blocks(ident.crop_rgb, crop, ident.landmarks_crop)))
+        step("video", lambda: write_video(paths["video"], ident.crop_rgb, crop, ident.landmarks_crop,
+                                          track, cfg.landmarks.fps))
+        track.close()
+    return steps
+
+
+def finished(track):
+    track.result()   # waits for its ffmpeg
+    return track
 
 
 # ----------------------------------------------------------------------------- setup
@@ -140,14 +188,16 @@ def baseline_tree(rev: str, tmp: Path) -> tuple[Path, str]:
 
 
 # ----------------------------------------------------------------------------- parent
-def run_worker(args, tag: str, work: Path, ckpt: Path, pythonpath: Path | None) -> dict:
+def run_worker(args, tag: str, work: Path, ckpt: Path, pythonpath: Path | None,
+               profile_steps: bool = False) -> dict:
     env = dict(os.environ)
     env.pop("PYTHONPATH", None)
     if pythonpath is not None:
         env["PYTHONPATH"] = str(pythonpath)
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", "--tag", tag,
            "--work", str(work), "--checkpoint", str(ckpt), "--threads", str(args.threads),
-           "--stride-frames", str(args.stride_frames), "--lengths", *map(str, args.lengths)]
+           "--stride-frames", str(args.stride_frames), "--lengths", *map(str, args.lengths),
+           *(["--profile"] if profile_steps else [])]
     r = subprocess.run(cmd, capture_output=True, text=True, cwd=work, env=env)   # cwd: not this tree
     if r.returncode != 0:
         raise RuntimeError(f"bench worker ({tag}) failed:\n{r.stderr[-3000:]}")
@@ -179,6 +229,12 @@ def summarise(runs: list[dict], lengths: list[float]) -> dict:
             "wall_s_runs": [round(c["wall_s"], 3) for c in first],
             "steps_s": steps,     # each step's own seconds (overlapping ones overlap)
         }
+        profiled = [r["lengths"][key]["profile"] for r in runs if "profile" in r["lengths"][key]]
+        if profiled:   # each step alone, one core: where the CPU goes
+            prof = profiled[0]
+            out["lengths"][f"{key}s"]["profile"] = {
+                **prof, "total_cpu_s": round(sum(v["cpu_s"] for k, v in prof.items()
+                                                 if k != "draw_i420"), 3)}
     return out
 
 
@@ -207,6 +263,7 @@ def main() -> int:
     ap.add_argument("--tag", default="new", help=argparse.SUPPRESS)
     ap.add_argument("--work", help=argparse.SUPPRESS)
     ap.add_argument("--checkpoint", help=argparse.SUPPRESS)
+    ap.add_argument("--profile", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
         return worker(args)
@@ -224,10 +281,10 @@ def main() -> int:
             else baseline_tree(args.baseline, tmp)
         machine = Machine.start(args.threads)
         runs: dict[str, list[dict]] = {"new": [], "baseline": []}
-        for _ in range(args.repeats):   # alternated: both see the same load
+        for k in range(args.repeats):   # alternated: both see the same load
             if base_path is not None:
                 runs["baseline"].append(run_worker(args, "baseline", tmp, ckpt, base_path))
-            runs["new"].append(run_worker(args, "new", tmp, ckpt, None))
+            runs["new"].append(run_worker(args, "new", tmp, ckpt, None, profile_steps=k == 0))
         figures = figures_of(args, runs, ckpt_note, base_commit, tmp)
         write_result("predict", figures, machine, summary_line(figures), out=args.results)
     finally:

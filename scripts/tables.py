@@ -328,6 +328,15 @@ TABLES: tuple[Table, ...] = (
         ("video", "render_mp4"))),
           (Row("{key}", "lengths.*"),), file="bench/results/predict.json",
           label="audio: seconds per step (steps overlap)"),
+    Table("predict-profile", tuple(Col(h, f"profile.{k}.cpu_s", fmt="{:.2f}") for h, k in (
+        ("decode", "decode_audio"), ("face", "face"), ("Whisper", "whisper"),
+        ("log-mel", "log_mel"), ("emotion", "emotion"), ("model", "model"),
+        ("landmark files", "landmark_files"), ("AAC", "aac"),
+        ("video (draw + I420 + H.264 + mux)", "video"))) + (
+        Col("of the video: draw + I420", "profile.draw_i420.cpu_s", fmt="{:.2f}"),
+        Col("total CPU s", "profile.total_cpu_s", fmt="{:.2f}")),
+          (Row("{key}", "lengths.*"),), file="bench/results/predict.json",
+          label="audio: CPU s per step, each alone on one core"),
     field_table("predict-run", "bench/results/predict.json", (
         ("loading (checkpoint + model, Whisper, dlib), s", "load_s", "{:.2f}"),
         ("... before (merge-base), s", "before.load_s", "{:.2f}"),
