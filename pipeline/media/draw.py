@@ -12,21 +12,33 @@ PARTS: tuple[tuple[int, int, bool], ...] = (
     (36, 41, True), (42, 47, True),     # eyes
     (48, 59, True), (60, 67, True),     # outer, inner lips
 )
+SUBPIXEL_BITS = 4                  # cv2's `shift`: coordinates in 1/16 px (sub-pixel precision)
+SUBPIXEL = 1 << SUBPIXEL_BITS
 
 
 def draw_landmarks(img: np.ndarray, pts: np.ndarray, color: tuple[int, int, int] = (255, 64, 64),
                    *, thickness: int = 1, radius: int = 1) -> np.ndarray:
     """Draw (68, 2) points (x, y in img pixels) with contour lines onto an RGB uint8 copy."""
     out = np.ascontiguousarray(img.copy())
-    if not np.isfinite(pts).all():
-        return out
-    scale = 16  # sub-pixel precision for cv2's integer drawing API
-    p = np.round(pts * scale).astype(np.int32)
-    for a, b, closed in PARTS:
-        cv2.polylines(out, [p[a:b + 1]], closed, color, thickness, cv2.LINE_AA, shift=4)
-    for x, y in p:
-        cv2.circle(out, (int(x), int(y)), radius * scale, color, -1, cv2.LINE_AA, shift=4)
+    draw_landmarks_into(out, pts, color, thickness=thickness, radius=radius)
     return out
+
+
+def draw_landmarks_into(out: np.ndarray, pts: np.ndarray, color: tuple[int, int, int] = (255, 64, 64),
+                        *, thickness: int = 1, radius: int = 1) -> None:
+    """draw_landmarks in place, in three OpenCV calls (a video draws thousands of frames):
+    the open contours, the closed ones, then every point as a one-point closed polyline of
+    thickness 2 x radius, which OpenCV draws as exactly cv2.circle(radius, filled) draws it
+    (the round cap of a thick line is the same filled ellipse), in the same order: the
+    pixels are those of one polylines call per part and one circle call per point."""
+    if not np.isfinite(pts).all():
+        return
+    p = np.round(pts * SUBPIXEL).astype(np.int32)
+    open_parts = [p[a:b + 1] for a, b, closed in PARTS if not closed]
+    closed_parts = [p[a:b + 1] for a, b, closed in PARTS if closed]
+    cv2.polylines(out, open_parts, False, color, thickness, cv2.LINE_AA, shift=SUBPIXEL_BITS)
+    cv2.polylines(out, closed_parts, True, color, thickness, cv2.LINE_AA, shift=SUBPIXEL_BITS)
+    cv2.polylines(out, list(p[:, None]), True, color, 2 * radius, cv2.LINE_AA, shift=SUBPIXEL_BITS)
 
 
 def neutral_canvas(size_px: int, gray: int = 235) -> np.ndarray:

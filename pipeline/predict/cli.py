@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     t = result.timings_s
     print(f"predicted {len(result.landmarks_crop)} frames ({result.duration_s:.2f} s at "
           f"{result.fps} fps, {result.n_windows} windows, stride {result.stride_frames}) in "
-          f"{sum(t.values()):.1f} s (features {t.get('features', 0):.1f} s, model "
+          f"{result.wall_s:.1f} s (features {t.get('features', 0):.1f} s, model "
           f"{t.get('model', 0):.2f} s, video {t.get('render_mp4', 0):.1f} s)")
     for key, path in result.paths.items():
         print(f"  {key}: {path}")

@@ -367,6 +367,7 @@ def test_every_step_says_what_it_does(ckpt: Path, media: dict, tmp_path: Path) -
     steps = [ln for ln in r.stderr.replace("\r", "\n").splitlines() if ln.startswith("[predict]")]
     assert [s.split(" of ")[0].split(" on ")[0] for s in steps] == [
         "[predict] decode audio", "[predict] find the face", "[predict] features",
-        "[predict] emotion", "[predict] model", "[predict] write 111 frames"]
+        "[predict] emotion", "[predict] model",
+        "[predict] hold the face still where there is no speech", "[predict] write 111 frames"]
     assert "model: 100%" in r.stderr and "3/3 [" in r.stderr            # 10 windows, batches of 4
     assert "render: 100%" in r.stderr and "111/111 [" in r.stderr       # every frame

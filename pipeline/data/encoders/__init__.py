@@ -45,8 +45,9 @@ class ContentEncoder(Protocol):
 
 
 def build_encoder(name: str, fcfg: FeaturesConfig, *, device: str = "cpu",
-                  threads: int = 1) -> ContentEncoder:
-    """The encoder `name` (never "auto") as `fcfg` configures it, its record completed."""
+                  threads: int = 1, piece_threads: int = 1) -> ContentEncoder:
+    """The encoder `name` (never "auto") as `fcfg` configures it, its record completed.
+    piece_threads (Whisper): a long clip's chunks encoded that many at a time, side by side."""
     half, batch = fcfg.half_precision, int(fcfg.batch_seconds * ENCODER_SAMPLE_RATE_HZ)
     if name in ("wav2vec2", "random"):
         from kfusion.pipeline.data.encoders import wav2vec2 as w
@@ -59,7 +60,8 @@ def build_encoder(name: str, fcfg: FeaturesConfig, *, device: str = "cpu",
         from kfusion.pipeline.data.encoders import whisper as wh
         path = wh.model_dir(fcfg.whisper)
         enc = wh.WhisperEncoder(path, wh.whisper_record(fcfg.whisper, path), device=device,
-                                compute_type=fcfg.whisper_compute_type, threads=threads, half=half)
+                                compute_type=fcfg.whisper_compute_type, threads=threads, half=half,
+                                piece_threads=piece_threads)
     elif name == "ppg":
         from kfusion.pipeline.data.encoders import ppg
         enc = ppg.PPGEncoder(ppg.ppg_record(fcfg.ppg_shift_ms), shift_ms=fcfg.ppg_shift_ms)
@@ -87,7 +89,7 @@ def load_encoder(fcfg: FeaturesConfig, *, device: str = "cpu", threads: int = 1)
 
 
 def load_recorded(record: dict[str, Any], fcfg: FeaturesConfig, *, device: str = "cpu",
-                  threads: int = 1) -> ContentEncoder:
+                  threads: int = 1, piece_threads: int = 1) -> ContentEncoder:
     """The encoder a record names, loaded here, or EncoderMismatch when the weights found
     here are not the recorded ones (another version, file or seed)."""
     name = record.get("encoder")
@@ -99,7 +101,7 @@ def load_recorded(record: dict[str, Any], fcfg: FeaturesConfig, *, device: str =
                 "random": {"random_seed": record.get("random_seed", fcfg.random_seed)},
                 "ppg": {"ppg_shift_ms": record.get("ppg_shift_ms", fcfg.ppg_shift_ms)}}
     enc = build_encoder(name, dataclasses.replace(fcfg, **recorded.get(name, {})),
-                        device=device, threads=threads)
+                        device=device, threads=threads, piece_threads=piece_threads)
     check_same(record, enc.record, "recorded", "found here")
     return enc
 

@@ -105,12 +105,15 @@ def whisper_record(whisper: str, path: Path) -> dict[str, Any]:
             "encoder_sha256": file_sha256(path / "model.bin"), "encoder_fallback": False}
 
 
-def load_ct2(path: Path, *, compute_type: str = "int8", threads: int = 1, device: str = "cpu"):
+def load_ct2(path: Path, *, compute_type: str = "int8", threads: int = 1, device: str = "cpu",
+             inter_threads: int = 1):
     """CTranslate2's Whisper. threads: intra-op threads (1 on shared CPUs: with 2 OpenMP
-    threads float32 burnt ~4x the CPU time of 1 on a loaded 2-core machine)."""
+    threads float32 burnt ~4x the CPU time of 1 on a loaded 2-core machine); inter_threads:
+    calls it runs at once (from as many Python threads). The states do not depend on either
+    (int8 matrix products are exact; tests/data/test_encoders.py)."""
     import ctranslate2
     return ctranslate2.models.Whisper(str(path), device=device, compute_type=compute_type,
-                                      intra_threads=threads)
+                                      intra_threads=threads, inter_threads=inter_threads)
 
 
 def ct2_encode_mel(model, mels: np.ndarray) -> np.ndarray:
@@ -126,15 +129,22 @@ class WhisperEncoder:
     default) or "torch" (the default on CUDA, float16 autocast with `half`)."""
 
     def __init__(self, path: Path, record: dict[str, Any], *, device: str, compute_type: str,
-                 threads: int, half: bool, runtime: str = ""):
+                 threads: int, half: bool, runtime: str = "", piece_threads: int = 1):
+        """piece_threads: how many chunks of a clip longer than one pass go through at once:
+        on CPU in that many threads of threads // piece_threads cores each (CTranslate2 gains
+        more from two 1-thread calls side by side than from one 2-thread call or a batch of
+        two); on CUDA in one batch. 1 (the features stage): one after the other."""
         self.record, self.device = record, device
         self.runtime = runtime or ("torch" if device.startswith("cuda") else "ct2")
         self.half = half and device.startswith("cuda")
+        self.piece_threads = max(1, piece_threads)
         if self.runtime == "torch":
             from kfusion.pipeline.data.encoders.whisper_torch import WhisperTorchEncoder
             self.model = WhisperTorchEncoder.from_model_bin(path / "model.bin").to(device)
         else:
-            self.model = load_ct2(path, compute_type=compute_type, threads=threads, device=device)
+            self.model = load_ct2(path, compute_type=compute_type, device=device,
+                                  threads=max(1, threads // self.piece_threads),
+                                  inter_threads=self.piece_threads)
         self.record["encoder_runtime"] = (f"torch, {'float16 autocast' if self.half else 'float32'}"
                                           if self.runtime == "torch" else f"ctranslate2, {compute_type}")
 
@@ -151,11 +161,31 @@ class WhisperEncoder:
     def encode_mel(self, mel: np.ndarray) -> np.ndarray:
         return self.encode_mels(mel[None])[0]
 
+    def encode_pieces(self, mels: list[np.ndarray]) -> list[np.ndarray]:
+        """[(80, n_i)] -> [(ceil(n_i / 2), d)], each as encode_mel gives it alone. With
+        piece_threads > 1, several at once: on CPU in that many threads; on CUDA the pieces
+        of one length (all but a long clip's first and last are 30 s) in one batch, unpadded."""
+        if self.piece_threads == 1 or len(mels) == 1:
+            return [self.encode_mel(m) for m in mels]
+        if self.runtime == "torch":
+            out: list[np.ndarray] = [np.empty(0)] * len(mels)
+            by_length: dict[int, list[int]] = {}
+            for i, m in enumerate(mels):
+                by_length.setdefault(m.shape[1], []).append(i)
+            for idx in by_length.values():
+                for i, h in zip(idx, self.encode_mels(np.stack([mels[i] for i in idx]))):
+                    out[i] = h
+            return out
+        from concurrent.futures import ThreadPoolExecutor
+        with ThreadPoolExecutor(self.piece_threads, thread_name_prefix="whisper") as pool:
+            return list(pool.map(self.encode_mel, mels))
+
     def encode(self, samples: np.ndarray) -> np.ndarray:
         mel = log_mel(samples)                                  # once per clip (its floor)
         return encode_chunked(self.encode_mel, mel, n_frames=-(-mel.shape[1] // 2), per_frame=2,
                               max_frames=MAX_MEL_FRAMES // 2, core_frames=CHUNK_MEL_FRAMES // 2,
-                              context_frames=CONTEXT_MEL_FRAMES // 2).astype(np.float16)
+                              context_frames=CONTEXT_MEL_FRAMES // 2,
+                              encode_pieces=self.encode_pieces).astype(np.float16)
 
     def encode_many(self, clips: list[np.ndarray], batch: int = BATCH) -> list[np.ndarray]:
         """Clips of equal length (GRID's, often) in batches of up to `batch`; others one by one."""
