@@ -44,7 +44,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.utils.data import DataLoader, DistributedSampler, default_collate
+from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampler
 
 from kfusion.config import Config, to_dict
 from kfusion.device import resolve_device
@@ -115,6 +115,10 @@ def seed_everything(seed: int, deterministic: bool) -> None:
     if deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True, warn_only=True)
+        # ... which also fills every new tensor with NaN first, to expose reads of
+        # uninitialised memory: a debugging aid that costs this model about 3% of a step
+        # and cannot change a result (no op reads memory it has not written)
+        torch.utils.deterministic.fill_uninitialized_memory = False
         torch.backends.cudnn.benchmark = False
 
 
@@ -139,12 +143,29 @@ def default_builders() -> tuple[Callable[[Config, dict], nn.Module], Callable[..
     return build_model, landmark_loss
 
 
+class _Batches(Dataset):
+    """A WindowDataset read a batch at a time: item = the list of rows a BatchSampler gives,
+    value = `WindowDataset.batch(rows)` (what default_collate makes of the rows' items)."""
+
+    def __init__(self, ds: WindowDataset):
+        self.ds = ds
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def __getitem__(self, rows: list[int]) -> dict[str, Any]:
+        return self.ds.batch(rows)
+
+
 def make_loader(ds: WindowDataset, cfg: Config, d: Dist, *, shuffle: bool,
                 batch_size: int) -> tuple[DataLoader, DistributedSampler]:
+    """The epoch's batches in the sampler's order; the same batches as
+    DataLoader(ds, batch_size, sampler), read with one fancy index per array."""
     sampler = DistributedSampler(ds, num_replicas=d.world, rank=d.rank, shuffle=shuffle,
                                  seed=cfg.seed, drop_last=False)
     gen = torch.Generator().manual_seed(cfg.seed)
-    loader = DataLoader(ds, batch_size=batch_size, sampler=sampler,
+    loader = DataLoader(_Batches(ds), batch_size=None,
+                        sampler=BatchSampler(sampler, batch_size, drop_last=False),
                         num_workers=cfg.train.num_workers, generator=gen,
                         pin_memory=d.device.type == "cuda",
                         persistent_workers=False)
@@ -459,7 +480,7 @@ def update_kan_grid(run: _Run) -> None:
     if not isinstance(head, KAN):
         return   # fusion: mlp or none has no grid
     rows = torch.randperm(len(run.train_ds), generator=torch.Generator().manual_seed(run.cfg.seed))
-    batch = default_collate([run.train_ds[int(i)] for i in rows[:KAN_GRID_WINDOWS]])
+    batch = run.train_ds.batch(rows[:KAN_GRID_WINDOWS].tolist())
     seen: list[torch.Tensor] = []
     hook = head.register_forward_pre_hook(lambda module, args: seen.append(args[0]))
     model.eval()
