@@ -48,6 +48,7 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampl
 
 from kfusion.config import Config, to_dict
 from kfusion.device import resolve_device
+from kfusion.model.dropout import use_pcg64_dropout
 from kfusion.model.kan import KAN
 from kfusion.pipeline.io import StageError, atomic_write_bytes, progress, split_run_log, write_json
 from kfusion.pipeline.training.checkpoint import (CHECKPOINT_VERSION, add_emotion_head,
@@ -392,6 +393,8 @@ def _set_up(cfg: Config, windows_dir: Path, build_model: Callable[[Config, dict]
     amp = cfg.train.amp and d.device.type == "cuda"
     encoder = encoder_info(train_ds)   # the content encoder: the model's input width and tokens
     model = build_model(cfg, encoder).to(d.device)
+    if cfg.train.dropout_rng == "pcg64":
+        use_pcg64_dropout(model)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.train.epochs,
                                                        eta_min=cfg.train.eta_min)
