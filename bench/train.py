@@ -43,7 +43,8 @@ from kfusion.model.dropout import use_pcg64_dropout  # noqa: E402
 from kfusion.model.loss import landmark_loss  # noqa: E402
 from kfusion.pipeline.training.dataset import (WindowDataset, encoder_info, model_inputs,  # noqa: E402
                                                non_finite_inputs)
-from kfusion.pipeline.training.loop import Dist, make_loader, seed_everything, train_epoch  # noqa: E402
+from kfusion.pipeline.training.loop import (Dist, make_loader, make_optimizer,  # noqa: E402
+                                            seed_everything, train_epoch)
 from record import Machine, write_result  # noqa: E402
 from train_helpers import write_synthetic_windows  # noqa: E402
 
@@ -78,9 +79,10 @@ def variants(cfg: Config, ds: WindowDataset, compile_model: bool) -> dict[str, V
         model = copy.deepcopy(base)
         if name == "pcg64":
             use_pcg64_dropout(model)
-        if name == "compile":
+        if name == "compile":   # torch's own dropout draws, not inductor's, to compare alike
+            torch._inductor.config.fallback_random = True
             model = torch.compile(model)
-        out[name] = Variant(model, torch.optim.Adam(model.parameters(), lr=cfg.train.lr),
+        out[name] = Variant(model, make_optimizer(model, cfg),
                             torch.amp.GradScaler("cpu", enabled=False))
     return out
 
