@@ -51,14 +51,16 @@ class PCG64Dropout(nn.Dropout):
 
 
 class PCG64Attention(nn.MultiheadAttention):
-    """nn.MultiheadAttention whose attention-weight dropout draws `keep_mask`es: in training,
-    softmax(q k^T / sqrt(d) + mask) -> dropout -> @ v, as torch's math kernel computes it
-    (batch_first, float masks; anything else goes to torch's own forward)."""
+    """nn.MultiheadAttention whose attention-weight dropout draws `keep_mask`es: in training
+    on CPU, softmax(q k^T / sqrt(d) + mask) -> dropout -> @ v, as torch's math kernel
+    computes it (batch_first, float masks; anything else, GPUs included, goes to torch's own
+    forward and its fused kernels)."""
 
     def forward(self, query, key, value, key_padding_mask=None, need_weights=True,
                 attn_mask=None, average_attn_weights=True, is_causal=False):
-        ours = (self.training and self.dropout > 0 and self.batch_first and not need_weights
-                and key_padding_mask is None and not is_causal and self.in_proj_weight is not None
+        ours = (self.training and self.dropout > 0 and query.device.type == "cpu"
+                and self.batch_first and not need_weights and key_padding_mask is None
+                and not is_causal and self.in_proj_weight is not None
                 and (attn_mask is None or attn_mask.is_floating_point()))
         if not ours:
             return super().forward(query, key, value, key_padding_mask=key_padding_mask,
