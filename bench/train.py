@@ -61,6 +61,8 @@ class Variant:
 
 
 def windows_split(cfg: Config, given: str, n_windows: int) -> tuple[Path, str]:
+    """The training split to read (and what to call it): `given`, else the pipeline's, else
+    `n_windows` synthetic windows of the same shapes."""
     src = Path(given) if given else ROOT / cfg.windows.out / "train"
     if (src / "windows.parquet").exists():
         return src, str(src)
@@ -80,7 +82,8 @@ def variants(cfg: Config, ds: WindowDataset, compile_model: bool) -> dict[str, V
         if name == "pcg64":
             use_pcg64_dropout(model)
         if name == "compile":   # torch's own dropout draws, not inductor's, to compare alike
-            torch._inductor.config.fallback_random = True
+            import torch._inductor.config as inductor
+            inductor.fallback_random = True
             model = torch.compile(model)
         out[name] = Variant(model, make_optimizer(model, cfg),
                             torch.amp.GradScaler("cpu", enabled=False))

@@ -7,8 +7,9 @@ all points + w MSE over the mouth, w = `train.mouth_weight`).
 Reproducibility: `torch.manual_seed(seed)` before the model is built; every epoch's shuffle
 comes from a `DistributedSampler(seed=seed)` with `set_epoch(epoch)` (also with one process),
 and the DataLoader's own generator is re-seeded with `seed + epoch`, so the data order never
-depends on how many epochs ran in this process. Dropout draws from the global RNG, whose
-state (CPU, CUDA, numpy, python; per rank) is saved with every epoch's resume state.
+depends on how many epochs ran in this process. Dropout draws from the global RNG (with
+`train.dropout_rng: pcg64`, each CPU mask's seed is one draw from it: kfusion.model.dropout),
+whose state (CPU, CUDA, numpy, python; per rank) is saved with every epoch's resume state.
 
 Resume: after every epoch the full state (model, optimizer, scheduler, GradScaler, RNG states,
 epoch, history) is written atomically to `train.resume_dir/state.pt`, keyed by a hash of the
