@@ -5,12 +5,11 @@ error against the generator's ground truth, in the ground truth's 256 crop, per 
 
 For scale, the same error for a "still" baseline (each clip's first ground-truth frame held
 for the whole clip) says how much the faces move. Writes bench/results/demo_detector.json
-and prints one summary line.
+with the machine block (bench/record.py) and prints one summary line.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing as mp
 import sys
 import time
@@ -20,11 +19,13 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
 
 from kfusion.pipeline.demo import load_groundtruth  # noqa: E402
 from kfusion.pipeline.demo.faces import predictor_path  # noqa: E402
 from kfusion.pipeline.demo.groundtruth import decode_frames, to_crop  # noqa: E402
 from kfusion.pipeline.media.ffmpeg import ffmpeg_binary  # noqa: E402
+from record import Machine, write_result  # noqa: E402
 
 _dlib = None
 
@@ -63,6 +64,7 @@ def main(argv=None) -> int:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--out", default=str(REPO / "bench/results/demo_detector.json"))
     args = ap.parse_args(argv)
+    machine = Machine.start(threads=args.workers)   # worker processes, one dlib thread each
     t0 = time.perf_counter()
     gt = load_groundtruth(args.demo)
     ffmpeg = ffmpeg_binary("")
@@ -99,14 +101,13 @@ def main(argv=None) -> int:
            "overall": figures(allf), "per_emotion": {k: figures(v) for k, v in sorted(per_emotion.items())},
            "per_speaker": {k: figures(v) for k, v in sorted(per_speaker.items())},
            "seconds": round(time.perf_counter() - t0, 1)}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
     o = out["overall"]
     worst = max(out["per_emotion"].items(), key=lambda kv: kv[1]["mean_error_px"] or 0)
-    print(f"demo_detector: {o['frames']} frames of {len(keys)} clips: found {o['detection_rate']:.2%}, "
-          f"mean error {o['mean_error_px']} px (median {o['median_error_px']}, worst emotion "
-          f"{worst[0]} {worst[1]['mean_error_px']} px; still baseline {o['still_baseline_px']} px), "
-          f"{out['seconds']} s")
+    write_result("demo_detector", out, machine,
+                 f"{o['frames']} frames of {len(keys)} clips: found {o['detection_rate']:.2%}, "
+                 f"mean error {o['mean_error_px']} px (median {o['median_error_px']}, worst emotion "
+                 f"{worst[0]} {worst[1]['mean_error_px']} px; still baseline "
+                 f"{o['still_baseline_px']} px), {out['seconds']} s", args.out)
     return 0
 
 

@@ -6,13 +6,12 @@ sample): the measurement behind kfusion.shapes.CONTENT_FRAME_OFFSET_S and the de
 
 Writes bench/results/encoder_offsets.json: per feature, the event-triggered peak lag in ms
 relative to the frame's stamp, its bootstrap sd over clips, and the lag net of Whisper's
-log-mel (the method's own bias on exact onsets), which is what an aligned encoder matches.
+log-mel (the method's own bias on exact onsets), which is what an aligned encoder matches;
+with the machine block (bench/record.py). Prints one line.
 """
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -20,6 +19,8 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "bench"))
+from record import Machine, write_result  # noqa: E402
 
 
 def features(with_random: bool) -> dict:
@@ -66,6 +67,7 @@ def main() -> int:
     import torch
     torch.set_num_threads(1)
     from kfusion.pipeline.data.encoders.offsets import demo_clips, measure
+    machine = Machine.start(threads=1)
     t0 = time.perf_counter()
     res = measure(demo_clips(args.demo, args.limit), features(not args.no_random))
     ref = res["log-mel (Whisper's, 100 Hz)"]["offset_ms"]
@@ -73,15 +75,13 @@ def main() -> int:
         r["net_of_log_mel_ms"] = round(r["offset_ms"] - ref, 1)
     n_clips = len(list(Path(args.demo, "corpus").glob("*/audio/*/level_*/*.m4a")))
     out = {"demo": str(args.demo), "clips": min(args.limit or n_clips, n_clips),
-           "seconds": round(time.perf_counter() - t0, 1), "load_average": os.getloadavg()[0],
+           "seconds": round(time.perf_counter() - t0, 1),
            "convention": "ms an onset shows after the frame's stamp (late > 0); net = minus "
                          "the log-mel's, the method's own bias on exact onsets",
            "features": res}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
-    print(f"{out['clips']} clips: " + "; ".join(f"{k} {v['net_of_log_mel_ms']:+.1f} ms "
-                                                f"(sd {v['boot_sd_ms']})" for k, v in res.items()),
-          file=sys.stderr)
+    write_result("encoder_offsets", out, machine, f"{out['clips']} clips: " + "; ".join(
+        f"{k} {v['net_of_log_mel_ms']:+.1f} ms (sd {v['boot_sd_ms']})" for k, v in res.items()),
+        args.out)
     return 0
 
 

@@ -9,7 +9,8 @@ encode_many, batched where the encoder allows (wav2vec2 by length, Whisper equal
 hama's engine takes one clip); `long`: the 60 s as one clip (predict on long audio:
 chunked). Real-time factor = wall seconds / audio seconds (lower is faster), with the
 process's CPU seconds beside it: on a shared machine the wall clock is inflated by the
-other load, which is recorded (1-minute load average before and after each run).
+other load, which is recorded (1-minute load average before and after each run; the whole
+bench's in the machine block of bench/record.py). Prints one line.
 """
 from __future__ import annotations
 
@@ -23,6 +24,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "bench"))
+from record import Machine, write_result  # noqa: E402
+
 SHARED = REPO.parent / "shared"
 ENCODERS = (("random", "random wav2vec2-base"), ("whisper", "Whisper tiny.en, CTranslate2 int8"),
             ("ppg", "hama PPG (single-threaded engine)"))
@@ -75,6 +79,7 @@ def main() -> int:
     if args.one:
         print(json.dumps(run_one(args.one[0], int(args.one[1]), args.one[2])))
         return 0
+    machine = Machine.start(threads=2)   # runs at 1 and 2 threads; each run records its own
     runs, env = [], {**os.environ, "HF_HUB_OFFLINE": "1"}
     for name, _ in ENCODERS:
         for threads in (1, 2):
@@ -85,15 +90,11 @@ def main() -> int:
                 runs.append(json.loads(r.stdout.strip().splitlines()[-1]))
                 print(f"  {name} {threads} thread(s) {workload}: RTF {runs[-1]['rtf']:.3f}",
                       file=sys.stderr)
-    out = {"audio_s": SECONDS, "speech": speech()[1], "cpu_count": os.cpu_count(),
-           "load_average_at_end": list(os.getloadavg()),
-           "encoders": dict(ENCODERS), "runs": runs}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
+    out = {"audio_s": SECONDS, "speech": speech()[1], "encoders": dict(ENCODERS), "runs": runs}
     one = {r["encoder"]: r for r in runs if r["threads"] == 1 and r["workload"] == "clips"}
-    print("encoders, 60 s of speech as 3 s clips, 1 thread: " + ", ".join(
-        f"{n} RTF {one[n]['rtf']:.3f} ({one[n]['peak_rss_mb']} MB)" for n, _ in ENCODERS)
-          + f"; load {out['load_average_at_end'][0]:.1f} -> {args.out}")
+    write_result("encoders", out, machine, "60 s of speech as 3 s clips, 1 thread: " + ", ".join(
+        f"{n} RTF {one[n]['rtf']:.3f} ({one[n]['peak_rss_mb']} MB)" for n, _ in ENCODERS),
+        args.out)
     return 0
 
 

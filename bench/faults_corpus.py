@@ -9,12 +9,12 @@ stage's reject logic does not depend on the encoder's depth.
 
     python bench/faults_corpus.py [--clips 200] [--demo data/demo/corpus] [--keep DIR]
 
-Writes bench/results/faults_corpus.json and prints one summary line.
+Writes bench/results/faults_corpus.json with the machine block (bench/record.py) and prints
+one summary line.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import subprocess
@@ -25,12 +25,14 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "faults"))
+sys.path.insert(0, str(REPO / "bench"))
 
 import pyarrow.parquet as pq  # noqa: E402
 import yaml  # noqa: E402
 
 import fault_corpus as fc  # noqa: E402
 from kfusion.config import default_dict  # noqa: E402
+from record import Machine, write_result  # noqa: E402
 
 STAGES = ("index", "landmarks", "audio", "features")
 
@@ -110,6 +112,7 @@ def main() -> None:
     args = ap.parse_args()
     work = Path(args.keep or tempfile.mkdtemp(prefix="faults_corpus_"))
     work.mkdir(parents=True, exist_ok=True)
+    machine = Machine.start(threads=default_dict()["preprocess"]["workers"])   # stage workers
     t0 = time.perf_counter()
     ids, corrupted = build(Path(args.demo), work / "corpus", args.clips)
     build_s = time.perf_counter() - t0
@@ -160,16 +163,14 @@ def main() -> None:
         "build_seconds": round(build_s, 1), "encoder": "1-layer wav2vec2 (saved, offline)",
         "work_dir": str(work) if args.keep else "",
     }
-    out = REPO / "bench/results/faults_corpus.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)
     ok = result["exactly_the_corrupted_rejected"] and not wrong_reason and all(v == 0 for v in rcs.values())
-    print(f"faults_corpus: {len(ids)} clips, {len(corrupted)} corrupted, {len(rejected)} rejected, "
-          f"exactly the corrupted: {result['exactly_the_corrupted_rejected']}, reasons right: "
-          f"{not wrong_reason}, stages {'all exit 0' if all(v == 0 for v in rcs.values()) else rcs}, "
-          f"{sum(seconds.values()):.0f} s -> {'PASS' if ok else 'FAIL'}")
+    write_result("faults_corpus", result, machine,
+                 f"{len(ids)} clips, {len(corrupted)} corrupted, {len(rejected)} rejected, "
+                 f"exactly the corrupted: {result['exactly_the_corrupted_rejected']}, reasons right: "
+                 f"{not wrong_reason}, stages {'all exit 0' if all(v == 0 for v in rcs.values()) else rcs}, "
+                 f"{sum(seconds.values()):.0f} s -> {'PASS' if ok else 'FAIL'}")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,8 @@ is the largest of its main process and its workers). Real speech: GRID clips fro
 fallback, which has the same architecture and cost as the real one.
 
     python bench/features.py [--sizes 6 24] [--workers 2]
-Writes bench/results/features.json and prints one summary line.
+Writes bench/results/features.json (features_tiny.json with --tiny) with the machine block
+(bench/record.py) and prints one summary line.
 """
 from __future__ import annotations
 
@@ -24,6 +25,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "bench"))
+from record import Machine, write_result  # noqa: E402
+
 GRID = REPO.parent / "shared" / "grid"
 
 
@@ -122,6 +126,7 @@ def main() -> None:
         return _one(args.one[0], Path(args.one[1]))
     if not GRID.is_dir():
         raise SystemExit(f"{GRID} is absent: this benchmark reads real GRID clips")
+    machine = Machine.start(threads=args.workers)   # worker processes; torch threads each
     results = []
     with tempfile.TemporaryDirectory(prefix="bench-features-") as tmp:
         encoder = _tiny_encoder(Path(tmp) / "tiny-w2v") if args.tiny else ""
@@ -135,22 +140,20 @@ def main() -> None:
                             "stage": {**stage, "real_time_factor": audio_s / stage["seconds"]},
                             "naive": {**naive, "real_time_factor": audio_s / naive["seconds"]}})
     small, big = results
-    out = {"benchmark": "features", "workers": args.workers, "device": "cpu", "cpus": os.cpu_count(),
+    out = {"benchmark": "features", "workers": args.workers, "device": "cpu",
            "encoder": "tiny local wav2vec2 (1 layer; memory scaling only)" if args.tiny else
            "wav2vec2-base architecture (seeded random fallback; same cost as the real one)",
            "sizes": results,
            "stage_rss_growth_mb": big["stage"]["peak_rss_mb"] - small["stage"]["peak_rss_mb"],
            "naive_rss_growth_mb": big["naive"]["peak_rss_mb"] - small["naive"]["peak_rss_mb"]}
-    (REPO / "bench/results").mkdir(parents=True, exist_ok=True)
-    name = "features_tiny" if args.tiny else "features"
-    (REPO / f"bench/results/{name}.json").write_text(json.dumps(out, indent=2) + "\n")
-    print(f"{name}: RTF stage {small['stage']['real_time_factor']:.1f}x/{big['stage']['real_time_factor']:.1f}x "
-          f"vs naive {small['naive']['real_time_factor']:.1f}x/{big['naive']['real_time_factor']:.1f}x "
-          f"at {small['clips']}/{big['clips']} clips; peak RSS stage {small['stage']['peak_rss_mb']:.0f}"
-          f"->{big['stage']['peak_rss_mb']:.0f} MB (growth {out['stage_rss_growth_mb']:+.0f}), naive "
-          f"{small['naive']['peak_rss_mb']:.0f}->{big['naive']['peak_rss_mb']:.0f} MB "
-          f"(growth {out['naive_rss_growth_mb']:+.0f})")
-
+    write_result(
+        "features_tiny" if args.tiny else "features", out, machine,
+        f"RTF stage {small['stage']['real_time_factor']:.1f}x/{big['stage']['real_time_factor']:.1f}x "
+        f"vs naive {small['naive']['real_time_factor']:.1f}x/{big['naive']['real_time_factor']:.1f}x "
+        f"at {small['clips']}/{big['clips']} clips; peak RSS stage {small['stage']['peak_rss_mb']:.0f}"
+        f"->{big['stage']['peak_rss_mb']:.0f} MB (growth {out['stage_rss_growth_mb']:+.0f}), naive "
+        f"{small['naive']['peak_rss_mb']:.0f}->{big['naive']['peak_rss_mb']:.0f} MB "
+        f"(growth {out['naive_rss_growth_mb']:+.0f})")
 
 if __name__ == "__main__":
     main()

@@ -8,7 +8,8 @@ Memory: on CUDA the peak allocated bytes of one forward+backward; on CPU the byt
 tensors autograd saves for backward (activation memory, unique storages), since the CPU
 allocator keeps no peak counter. All variants are timed round-robin in one run, so machine
 load (this box is shared) hits them alike; medians are reported, with minima (the least
-disturbed run) and the load average beside them.
+disturbed run). Writes bench/results/kan.json with the machine block (bench/record.py: load
+averages at start and end, threads) and prints one line.
 
     python bench/kan.py [--repeats 11] [--threads 1,2] [--device cpu]
 
@@ -18,8 +19,6 @@ by the wait for both threads at each op's barrier; single-thread ratios are the 
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import statistics
 import sys
 import time
@@ -27,15 +26,16 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
 from kfusion.config import load  # noqa: E402
 from kfusion.model.build import build_model  # noqa: E402
 from kfusion.model.kan import KAN, MLP, KANLinear, matched_mlp_widths  # noqa: E402
 from kfusion.model.loss import landmark_loss  # noqa: E402
+from record import Machine, write_result  # noqa: E402
 
 # the paper's content encoder (wav2vec2 base: 49 tokens x 768 per 1 s window): the fields of
 # its record the model reads, so the bench measures the paper's shapes whatever encoder is on
@@ -192,17 +192,16 @@ def main() -> int:
     ap.add_argument("--threads", default="1,2", help="comma-separated thread counts")
     ap.add_argument("--rows", type=int, default=1920)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--out", default="", help="default bench/results/kan.json")
     args = ap.parse_args()
     device = torch.device(args.device)
-    load0 = round(os.getloadavg()[0], 2)  # the box is shared: record how busy it was
-    runs = [run_once(device, int(n), args) for n in args.threads.split(",")]
+    threads = [int(n) for n in args.threads.split(",")]
+    machine = Machine.start(threads=max(threads))   # the box is shared: record how busy it was
+    runs = [run_once(device, n, args) for n in threads]
     res = {"device": str(device), "rows": args.rows, "widths": [68, 512, 68],
            "repeats": args.repeats,
            "memory_kind": "cuda_peak_allocated" if device.type == "cuda" else "saved_for_backward",
-           "loadavg_1min_start_end": [load0, round(os.getloadavg()[0], 2)], "runs": runs}
-    out = ROOT / "bench" / "results" / "kan.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(res, indent=2) + "\n")
+           "runs": runs}
     parts = []
     for r in runs:
         h, q, m = r["heads"], r["ratios_of_median"], r["train_step_batch32"]
@@ -211,8 +210,8 @@ def main() -> int:
                      f"Cox-de Boor {h['kan_cox_de_boor']['median_ms']:.0f} ms "
                      f"({q['cox_de_boor_over_kan']}x ours), step b32 "
                      f"{m['model_default']['median_s']:.3f} s")
-    print(f"kan [68,512,68] x {args.rows} rows fwd+bwd (median; load {load0}): "
-          + "; ".join(parts) + f" -> {out}")
+    write_result("kan", res, machine, f"KAN [68,512,68] x {args.rows} rows fwd+bwd, medians: "
+                 + "; ".join(parts), args.out or None)
     return 0
 
 

@@ -10,8 +10,8 @@ RSS must stay flat as the corpus grows (a worker holds one shard, never the corp
 
 Reported per (stage, executor, factor): clips, wall s, clips/s, peak worker RSS MB; Ray's fixed
 overhead = Ray wall - local wall at the smallest factor (start a cluster, start actors, load
-the detector/encoder in each). Writes bench/results/scale.json (--out) with the load average
-and thread counts, and prints one line.
+the detector/encoder in each). Writes bench/results/scale.json (--out) with the machine block
+(bench/record.py: load averages, thread count) and prints one line.
 
     python bench/scale.py                         # about 10 min on 2 busy cores
 """
@@ -32,8 +32,10 @@ import psutil
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "scale"))
+sys.path.insert(0, str(REPO / "bench"))
 
 from kfusion.pipeline.data.index import manifest_table, read_manifest  # noqa: E402
+from record import Machine, write_result  # noqa: E402
 from scale_helpers import run_stages, tiny_params, write_params  # noqa: E402
 
 STAGES = {"landmarks": ("data/landmarks",), "features": ("data/audio", "data/features")}
@@ -141,24 +143,24 @@ def main() -> int:
     ap.add_argument("--out", default=str(REPO / "bench/results/scale.json"))
     args = ap.parse_args()
     factors = [int(f) for f in args.factors.split(",")]
+    machine = Machine.start(threads=args.workers)   # stage workers, one torch thread each
     with tempfile.TemporaryDirectory(prefix="kf-scale-") as tmp:
         folder = Path(tmp)
         write_params(folder, tiny_params(workers=args.workers))
         run_stages(folder, "demo", "index")
         results = measure(folder, factors, args.workers)
     report = {"corpus": "tiny demo (2 clips) replicated", "factors": factors,
-              "workers": args.workers, "features_threads": 1, "cpu_count": os.cpu_count(),
-              "load_average_after": [round(x, 2) for x in os.getloadavg()],
+              "workers": args.workers, "features_threads": 1,
               "summary": summary(results, factors), "runs": results}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
     s = report["summary"]
-    print(f"scale: landmarks local {s['landmarks']['local_clips_per_s']} clips/s, ray "
-          f"{s['landmarks']['ray_clips_per_s']}; features local {s['features']['local_clips_per_s']}"
-          f", ray {s['features']['ray_clips_per_s']}; ray overhead {s['landmarks']['ray_fixed_overhead_s']}"
-          f" / {s['features']['ray_fixed_overhead_s']} s; worker RSS growth 1x->{max(factors)}x "
-          f"{s['landmarks']['worker_rss_growth_mb']} / {s['features']['worker_rss_growth_mb']} MB; "
-          f"load {report['load_average_after']} -> {args.out}")
+    write_result("scale", report, machine,
+                 f"landmarks local {s['landmarks']['local_clips_per_s']} clips/s, ray "
+                 f"{s['landmarks']['ray_clips_per_s']}; features local "
+                 f"{s['features']['local_clips_per_s']}, ray {s['features']['ray_clips_per_s']}; "
+                 f"ray overhead {s['landmarks']['ray_fixed_overhead_s']} / "
+                 f"{s['features']['ray_fixed_overhead_s']} s; worker RSS growth 1x->{max(factors)}x "
+                 f"{s['landmarks']['worker_rss_growth_mb']} / "
+                 f"{s['features']['worker_rss_growth_mb']} MB", args.out)
     return 0
 
 

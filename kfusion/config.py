@@ -301,6 +301,12 @@ class TrainConfig:
                              "which DVC deletes before a run)")
     deterministic: bool = _f(True, doc="torch deterministic algorithms (warn-only) + seeded "
                                        "loaders; bit-identical resume on CPU")
+    dropout_rng: Literal["torch", "pcg64"] = _f(
+        "torch", doc="where CPU dropout masks come from: torch (its per-element Mersenne "
+                     "Twister, one thread: about a quarter of a 2-thread step) or pcg64 (numpy "
+                     "PCG64DXSM streams seeded from torch's generator, kfusion.model.dropout: "
+                     "same dropout, other random draws, so other weights; reproducible and "
+                     "resumable alike). GPU training uses torch's either way")
     kan_update_grid_every_epochs: int = _f(
         0, lo=0, doc="refit the KAN head's spline grids to its inputs (KAN.update_grid, on 128 "
                      "training windows) after every N epochs; 0 = never (the paper names no grid "

@@ -46,42 +46,56 @@ def uniform_bspline_matrix(order: int) -> torch.Tensor:
 
 
 def _span_position(x, start, step, grid_size: int, order: int):
-    """Knot span and position u in [0, 1) inside it. Inputs outside the extended grid get
-    span -1 or G + 2k, whose k + 1 bases all land in the padding columns (i.e. are zero),
-    so no masks are needed: the same half-open rule as Cox-de Boor's order-0 indicators."""
+    """Knot span and position u in [0, 1) inside it, both (N, in). Inputs outside the
+    extended grid get span -1 or G + 2k, whose k + 1 bases all fall outside the G + k real
+    columns (`_columns`), i.e. are zero: the same half-open rule as Cox-de Boor's order-0
+    indicators."""
     t = ((x - start) / step).clamp(-1, grid_size + 2 * order)  # (N, in), knot units
     span = torch.floor(t)
-    return span, (t - span).unsqueeze(-1)  # (N, in), (N, in, 1)
+    return span, t - span
 
 
 def _horner(coef: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-    """sum_p u^p coef[p] for all k + 1 segment polynomials at once -> (N, in, k+1)."""
-    vals = coef[-1].expand(*u.shape[:-1], coef.shape[1])
+    """sum_p u^p coef[p, r] for all k + 1 segment polynomials r at once -> (k+1, N, in).
+    r-major: every addcmul runs over a contiguous (N, in) plane (4x faster on CPU than an
+    (N, in, k+1) layout, whose inner dimension is too short to vectorise), and each value
+    goes through the same operations in the same order, so the result is the same."""
+    c = coef.T[:, :, None, None]  # (k+1, P, 1, 1)
+    vals = c[:, -1].expand(-1, *u.shape)
     for p in range(coef.shape[0] - 2, -1, -1):
-        vals = torch.addcmul(coef[p], vals, u)
+        vals = torch.addcmul(c[:, p], vals, u)
     return vals
 
 
-def _columns(span: torch.Tensor, order: int) -> torch.Tensor:
-    # basis j - k + r sits in padded column j + 1 + r; columns k+1 .. k+G+k are real
-    return span.long().unsqueeze(-1) + 1 + torch.arange(order + 1, device=span.device)
+def _columns(span: torch.Tensor, order: int, n_bases: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Column of each of the k + 1 bases non-zero at x, (k+1, N, in): basis r of the span
+    is column span - k + r. Returns the columns clamped into [0, G + k) and which of them
+    are real (the others are beyond the grid: their value is zero)."""
+    cols = span.long() + torch.arange(-order, 1, device=span.device)[:, None, None]
+    inside = (cols >= 0) & (cols < n_bases)
+    return cols.clamp(0, n_bases - 1), inside
 
 
 class _UniformBSplines(torch.autograd.Function):
-    """Dense (N, in, G + k) bases from k + 1 closed-form values per input, scattered into
-    a padded row. Backward recomputes instead of saving the intermediates: it keeps only x,
-    gathers the incoming gradient at the same k + 1 columns and multiplies by the
-    derivative polynomials (d/dx = d/du / h)."""
+    """Dense (N, in, G + k) bases from k + 1 closed-form values per input, added into a row
+    of zeros (the values that fall beyond the grid added as zeros where a real one already
+    sits, so no padded row has to be allocated, zeroed and copied). Backward recomputes
+    instead of saving the intermediates: it keeps only x, gathers the incoming gradient at
+    the same k + 1 columns and multiplies by the derivative polynomials (d/dx = d/du / h)."""
 
     @staticmethod
     def forward(ctx, x, start, step, matrix, grid_size: int, order: int):
         span, u = _span_position(x, start, step, grid_size, order)
         coef = matrix.to(x.dtype) / math.factorial(order)  # exact integers / k!
-        padded = x.new_zeros(*x.shape, grid_size + 3 * order + 2)
-        padded.scatter_(-1, _columns(span, order), _horner(coef, u))
+        n_bases = grid_size + order
+        cols, inside = _columns(span, order, n_bases)
+        values = torch.where(inside, _horner(coef, u), 0)  # (k+1, N, in)
+        bases = x.new_zeros(*x.shape, n_bases)
+        # 0 + v = v exactly: every real column receives its one value, the rest stay zero
+        bases.scatter_add_(-1, cols.permute(1, 2, 0), values.permute(1, 2, 0))
         ctx.save_for_backward(x, start, step, matrix)
         ctx.sizes = (grid_size, order)
-        return padded[..., order + 1: 2 * order + 1 + grid_size].contiguous()
+        return bases
 
     @staticmethod
     def backward(ctx, grad):
@@ -92,8 +106,9 @@ class _UniformBSplines(torch.autograd.Function):
         span, u = _span_position(x, start, step, grid_size, order)
         powers = torch.arange(1, order + 1, device=x.device, dtype=x.dtype)[:, None]
         dcoef = matrix[1:].to(x.dtype) * powers / math.factorial(order)  # (k, k+1)
-        g = F.pad(grad, (order + 1, order + 1)).gather(-1, _columns(span, order))
-        grad_x = (g * _horner(dcoef, u)).sum(-1) / step  # (N, in)
+        cols, inside = _columns(span, order, grid_size + order)
+        g = torch.where(inside, grad.gather(-1, cols.permute(1, 2, 0)).permute(2, 0, 1), 0)
+        grad_x = (g * _horner(dcoef, u)).sum(0) / step  # (N, in)
         return grad_x, None, None, None, None, None
 
 

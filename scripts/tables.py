@@ -13,7 +13,8 @@ A table sits in a document between two markers, and everything between them is t
 Its spec is a `Table` in TABLES below: which JSON files, which fields, which rows and columns,
 which number format. A cell reads the file named by its column, else its row, else its table
 (a glob: several matching files, e.g. one per seed, give "mean ± sd"), at the dotted key
-`row.key + "." + col.key` (list items by index). A row key ending in `*` becomes one row per
+`row.key + "." + col.key` (list items by index; an `absolute` column reads its key from the
+file's top level, e.g. the machine block of a bench's JSON). A row key ending in `*` becomes one row per
 entry of that object or list. A file that is absent is not an error: its cells say
 "not measured yet" with the command that writes the file (RUN below), so a fresh clone or a
 benchmark nobody has run yet still gets a truthful table. To add a table: add a `Table` to
@@ -31,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-DOCUMENTS = ("README.md", "docs/*.md")
+DOCUMENTS = ("README.md", "docs/*.md", "bench/README.md")
 MARKER = re.compile(r"<!-- table: (?P<name>[\w-]+) -->\n(?P<body>.*?)<!-- /table -->", re.S)
 METRICS = ("M-LD", "M-LVD", "F-LD", "F-LVD")   # paper Eq. 13-15, crop px, lower is better
 
@@ -43,6 +44,7 @@ class Col:
     file: str = ""     # source file (glob) for this column, when it is not the row's or table's
     fmt: str = ""      # str.format template for this column's numbers
     best: str = ""     # "min", "max" or "none": overrides the table's for this column
+    absolute: bool = False   # key read from the file's top level, not under the row's key
 
 
 @dataclass(frozen=True)
@@ -159,6 +161,49 @@ RUN: tuple[tuple[str, str], ...] = (
 
 COUNT, SECONDS, PX, SHARE = "{:,}", "{:.1f}", "{:.3f}", "{:.1%}"
 STAGES = ("demo", "index", "landmarks", "audio", "features", "windows")
+
+# bench/README.md: each bench's headline figures, with the machine they were measured on.
+# (label, results file stem, key, format); the targets are issue 16's.
+BENCH_FIGURES = (
+    ("landmarks stage, demo, frames/s", "landmarks", "throughput.stage_fps", "{:.0f}"),
+    ("landmarks stage / dlib predictor-only bound (target >= 80%)", "landmarks",
+     "throughput.share_of_bound", "{:.0%}"),
+    ("predict, 10 s of speech, real-time factor without loading (target <= 0.05)", "predict",
+     "lengths.10s.rtf.end_to_end_excl_load", "{:.3f}"),
+    ("predict, 60 s of speech, real-time factor without loading (target <= 0.05)", "predict",
+     "lengths.60s.rtf.end_to_end_excl_load", "{:.3f}"),
+    ("predict, loading, s (target < 2)", "predict", "load_s.total", "{:.1f}"),
+    ("`dvc repro` of the demo in a fresh clone, s (target <= 180)", "repro", "total_s", "{:.0f}"),
+    ("... its train stage, s", "repro", "stages.train.seconds", "{:.0f}"),
+    ("predict on silence, largest gap between the mouth opening and the photo's, with the gate, px", "silence",
+     "max_silence_excess_px.still", "{:.2f}"),
+    ("training, windows/s, batch 32, 2 threads, default params (target >= 200)", "train",
+     "by_threads.2.epochs.torch.windows_per_s", "{:.0f}"),
+    ("training, same, `train.dropout_rng: pcg64`", "train",
+     "by_threads.2.epochs.pcg64.windows_per_s", "{:.0f}"),
+    ("training, windows/s, batch 32, 1 thread, default params", "train",
+     "by_threads.1.epochs.torch.windows_per_s", "{:.0f}"),
+    ("KAN head / matched MLP, forward + backward, [68, 512, 68], 1 thread", "kan",
+     "runs.0.ratios_of_median.kan_over_mlp_matched", "{:.2f}x"),
+    ("Cox-de Boor KAN / ours, same", "kan", "runs.0.ratios_of_median.cox_de_boor_over_kan",
+     "{:.2f}x"),
+    ("{encoder}, real-time factor, {threads} thread(s), 60 s as 3 s clips", "encoders",
+     "runs.4.rtf", "{:.3f}"),
+    ("features stage, real-time factor, 24 GRID clips (wav2vec2 base)", "features",
+     "sizes.1.stage.real_time_factor", "{:.1f}x"),
+    ("features stage, peak RSS growth 6 -> 24 clips, MB", "features", "stage_rss_growth_mb",
+     "{:+.0f}"),
+    ("dlib on the demo faces: median error vs the generator, crop px", "demo_detector",
+     "overall.median_error_px", "{:.2f}"),
+    ("Whisper tiny.en frames late by, net of the log-mel, ms", "encoder_offsets",
+     "features.whisper.net_of_log_mel_ms", "{:+.1f}"),
+    ("faults corpus: exactly the corrupted clips rejected", "faults_corpus",
+     "exactly_the_corrupted_rejected", "{}"),
+    ("scale: landmarks, local executor, clips/s at 16x", "scale",
+     "summary.landmarks.local_clips_per_s.16", "{:.2f}"),
+    ("scale: Ray's fixed overhead, landmarks, s", "scale",
+     "summary.landmarks.ray_fixed_overhead_s", "{:.1f}"),
+)
 
 TABLES: tuple[Table, ...] = (
     # ---- README.md: Results
@@ -321,11 +366,21 @@ TABLES: tuple[Table, ...] = (
         *((f"val {m}, crop px", f"final.val/{m}", PX) for m in METRICS),
         ("learning rate", "final.lr", "{:.2e}"), ("best epoch (lowest val loss)", "best_epoch", "{}"))),
     field_table("train-throughput", "bench/results/train.json", (
-        ("data", "data", "{}"), ("batch size", "batch_size", COUNT), ("threads", "threads", COUNT),
-        ("steps timed (median)", "steps", COUNT), ("parameters, M", "params_M", "{:.2f}"),
-        ("windows/s", "windows_per_s", SECONDS),
-        ("windows/s on one preloaded batch (compute only)", "compute_only_windows_per_s", SECONDS),
-        ("peak RSS, MB", "peak_rss_mb", "{:,.0f}"))),
+        ("data", "data", "{}"), ("batch size", "batch_size", COUNT),
+        ("windows per timed epoch", "windows", COUNT), ("timed epochs (median)", "repeats", COUNT),
+        ("parameters, M", "params_M", "{:.2f}"),
+        *((f"windows/s, {t} thread{'s' * (t > 1)}, `train.dropout_rng: {rng}`",
+           f"by_threads.{t}.epochs.{rng}.windows_per_s", SECONDS)
+          for t in (2, 1) for rng in ("torch", "pcg64")),
+        ("200 windows/s at 2 threads met, with `torch` / `pcg64`", "target_met", "{}"),
+        *((f"{t} thread{'s' * (t > 1)}: share of a step in {phase}",
+           f"by_threads.{t}.profile.share.{phase}", SHARE)
+          for t in (2, 1) for phase in ("data", "forward", "backward", "optimizer")),
+        *((f"{t} thread{'s' * (t > 1)}: share of a step in torch's dropout masks",
+           f"by_threads.{t}.profile.torch_dropout_masks_share", SHARE) for t in (2, 1)),
+        ("peak RSS, MB", "peak_rss_mb", "{:,.0f}"), ("threads", "machine.threads", COUNT),
+        ("load average (1 min) at start", "machine.load_average_start.0", "{:.1f}"),
+        ("load average (1 min) at end", "machine.load_average_end.0", "{:.1f}"))),
 
     # ---- docs/predict.md
     Table("predict-speed", (Col("RTF, end to end (first call)", "rtf"),
@@ -410,6 +465,17 @@ TABLES: tuple[Table, ...] = (
                           Col("peak worker RSS MB", "max_worker_rss_mb", fmt="{:,.0f}")),
           (Row("{stage}, {executor}, {factor}x", "runs.*"),),
           file="bench/results/scale.json", label="stage, executor, corpus size"),
+
+    # ---- bench/README.md
+    Table("bench-figures", (Col("figure"),
+                            Col("threads", "machine.threads", fmt="{}", absolute=True),
+                            Col("load average at start", "machine.load_average_start.0",
+                                fmt="{:.1f}", absolute=True),
+                            Col("at end", "machine.load_average_end.0", fmt="{:.1f}",
+                                absolute=True),
+                            Col("commit", "machine.commit", fmt="{}", absolute=True)),
+          tuple(Row(label, key, f"bench/results/{stem}.json", fmt)
+                for label, stem, key, fmt in BENCH_FIGURES), label="bench: what"),
 
     # ---- docs/encoders.md
     Table("encoders-bench", (Col("real-time factor", "rtf"), Col("CPU s per audio s", "cpu_rtf"),
@@ -509,7 +575,7 @@ def value(root: Path, table: Table, row: Row, col: Col):
     found = records(root, pattern)
     if not found:
         return Missing(pattern)
-    vals = [lookup(r, join(row.key, col.key)) for r in found]
+    vals = [lookup(r, col.key if col.absolute else join(row.key, col.key)) for r in found]
     if len(vals) == 1:
         return vals[0]
     if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in vals):
@@ -579,7 +645,8 @@ def render(root: Path, table: Table) -> str:
                 notes[v.pattern] = v.command
                 cells.append("not measured yet")
                 continue
-            s = fmt(v, row.fmt or col.fmt or table.fmt)
+            own = col.fmt if col.absolute else ""   # the machine's, not the row's figure
+            s = fmt(v, own or row.fmt or col.fmt or table.fmt)
             cells.append(f"**{s}**" if (j, id(line)) in bold else s)
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     lines.append("")

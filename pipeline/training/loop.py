@@ -7,8 +7,9 @@ all points + w MSE over the mouth, w = `train.mouth_weight`).
 Reproducibility: `torch.manual_seed(seed)` before the model is built; every epoch's shuffle
 comes from a `DistributedSampler(seed=seed)` with `set_epoch(epoch)` (also with one process),
 and the DataLoader's own generator is re-seeded with `seed + epoch`, so the data order never
-depends on how many epochs ran in this process. Dropout draws from the global RNG, whose
-state (CPU, CUDA, numpy, python; per rank) is saved with every epoch's resume state.
+depends on how many epochs ran in this process. Dropout draws from the global RNG (with
+`train.dropout_rng: pcg64`, each CPU mask's seed is one draw from it: kfusion.model.dropout),
+whose state (CPU, CUDA, numpy, python; per rank) is saved with every epoch's resume state.
 
 Resume: after every epoch the full state (model, optimizer, scheduler, GradScaler, RNG states,
 epoch, history) is written atomically to `train.resume_dir/state.pt`, keyed by a hash of the
@@ -44,10 +45,11 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.utils.data import DataLoader, DistributedSampler, default_collate
+from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampler
 
 from kfusion.config import Config, to_dict
 from kfusion.device import resolve_device
+from kfusion.model.dropout import use_pcg64_dropout
 from kfusion.model.kan import KAN
 from kfusion.pipeline.io import StageError, atomic_write_bytes, progress, split_run_log, write_json
 from kfusion.pipeline.training.checkpoint import (CHECKPOINT_VERSION, add_emotion_head,
@@ -115,6 +117,10 @@ def seed_everything(seed: int, deterministic: bool) -> None:
     if deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True, warn_only=True)
+        # ... which also fills every new tensor with NaN first, to expose reads of
+        # uninitialised memory: a debugging aid that costs this model about 3% of a step
+        # and cannot change a result (no op reads memory it has not written)
+        torch.utils.deterministic.fill_uninitialized_memory = False
         torch.backends.cudnn.benchmark = False
 
 
@@ -139,16 +145,41 @@ def default_builders() -> tuple[Callable[[Config, dict], nn.Module], Callable[..
     return build_model, landmark_loss
 
 
+class _Batches(Dataset):
+    """A WindowDataset read a batch at a time: item = the list of rows a BatchSampler gives,
+    value = `WindowDataset.batch(rows)` (what default_collate makes of the rows' items)."""
+
+    def __init__(self, ds: WindowDataset):
+        self.ds = ds
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def __getitem__(self, rows: list[int]) -> dict[str, Any]:
+        return self.ds.batch(rows)
+
+
 def make_loader(ds: WindowDataset, cfg: Config, d: Dist, *, shuffle: bool,
                 batch_size: int) -> tuple[DataLoader, DistributedSampler]:
+    """The epoch's batches in the sampler's order; the same batches as
+    DataLoader(ds, batch_size, sampler), read with one fancy index per array."""
     sampler = DistributedSampler(ds, num_replicas=d.world, rank=d.rank, shuffle=shuffle,
                                  seed=cfg.seed, drop_last=False)
     gen = torch.Generator().manual_seed(cfg.seed)
-    loader = DataLoader(ds, batch_size=batch_size, sampler=sampler,
+    loader = DataLoader(_Batches(ds), batch_size=None,
+                        sampler=BatchSampler(sampler, batch_size, drop_last=False),
                         num_workers=cfg.train.num_workers, generator=gen,
                         pin_memory=d.device.type == "cuda",
                         persistent_workers=False)
     return loader, sampler
+
+
+def make_optimizer(model: nn.Module, cfg: Config) -> torch.optim.Optimizer:
+    """The paper's Adam. foreach: one multi-tensor update instead of ~10 small ops per
+    parameter tensor (torch picks it on GPUs only); on CPU the same numbers, bit for bit
+    (tests/train/test_throughput.py)."""
+    return torch.optim.Adam(model.parameters(), lr=cfg.train.lr,
+                            weight_decay=cfg.train.weight_decay, foreach=True)
 
 
 def resume_key(cfg: Config, fingerprint: dict[str, Any], world: int) -> str:
@@ -371,7 +402,9 @@ def _set_up(cfg: Config, windows_dir: Path, build_model: Callable[[Config, dict]
     amp = cfg.train.amp and d.device.type == "cuda"
     encoder = encoder_info(train_ds)   # the content encoder: the model's input width and tokens
     model = build_model(cfg, encoder).to(d.device)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+    if cfg.train.dropout_rng == "pcg64":
+        use_pcg64_dropout(model)
+    opt = make_optimizer(model, cfg)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.train.epochs,
                                                        eta_min=cfg.train.eta_min)
     train_loader, train_sampler = make_loader(train_ds, cfg, d, shuffle=True,
@@ -459,7 +492,7 @@ def update_kan_grid(run: _Run) -> None:
     if not isinstance(head, KAN):
         return   # fusion: mlp or none has no grid
     rows = torch.randperm(len(run.train_ds), generator=torch.Generator().manual_seed(run.cfg.seed))
-    batch = default_collate([run.train_ds[int(i)] for i in rows[:KAN_GRID_WINDOWS]])
+    batch = run.train_ds.batch(rows[:KAN_GRID_WINDOWS].tolist())
     seen: list[torch.Tensor] = []
     hook = head.register_forward_pre_hook(lambda module, args: seen.append(args[0]))
     model.eval()

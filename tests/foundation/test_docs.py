@@ -18,11 +18,11 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "tables.py"
 # What the tables read, copied into a scratch root so tests can change it.
-SOURCES = ("README.md", "docs", "metrics", "reports", "bench/results")
+SOURCES = ("README.md", "docs", "metrics", "reports", "bench/results", "bench/README.md")
 
 
 def _docs(root: Path = REPO) -> list[Path]:
-    return [root / "README.md", *sorted((root / "docs").glob("*.md"))]
+    return [root / "README.md", *sorted((root / "docs").glob("*.md")), root / "bench" / "README.md"]
 
 
 def _tables(root: Path, *args: str) -> subprocess.CompletedProcess:
@@ -150,6 +150,32 @@ def test_several_files_for_one_row_give_mean_and_sd(tables, tmp_path):
         (tmp_path / f"seed{seed}/m.json").write_text(json.dumps({"a": {"M-LD": v}}))
     t = tables.Table("t", (tables.Col("M-LD", "M-LD"),), (tables.Row("x", "a", "seed*/m.json"),))
     assert "| x | 2.000 ± 1.414 |" in tables.render(tmp_path, t)   # mean 2, sd sqrt(2)
+
+
+def test_bench_figures_carry_the_machine_they_were_measured_on(scratch):
+    results = scratch / "bench/results"
+    (results / "train.json").write_text(json.dumps({
+        "by_threads": {"2": {"epochs": {"torch": {"windows_per_s": 187.4},
+                                        "pcg64": {"windows_per_s": 231.6}}}},
+        "machine": {"threads": 2, "load_average_start": [0.42, 1, 1],
+                    "load_average_end": [1.06, 1, 1], "commit": "abc1234"}}))
+    (results / "kan.json").unlink(missing_ok=True)
+    (results / "scale.json").write_text(json.dumps(   # written before the machine block
+        {"summary": {"landmarks": {"local_clips_per_s": {"16": 1.149},
+                                   "ray_fixed_overhead_s": 7.24}}}))
+    assert _tables(scratch).returncode == 0
+    rows = {ln.split(" | ")[0][2:]: ln for ln in
+            _block((scratch / "bench/README.md").read_text(), "bench-figures").splitlines()
+            if ln.startswith("| ")}
+    # the figure in the row's format; threads and loads in the machine's (not "187%")
+    assert rows["training, windows/s, batch 32, 2 threads, default params (target >= 200)"] \
+        .endswith("| 187 | 2 | 0.4 | 1.1 | abc1234 |")
+    assert rows["training, same, `train.dropout_rng: pcg64`"].endswith("| 232 | 2 | 0.4 | 1.1 | abc1234 |")
+    assert rows["training, windows/s, batch 32, 1 thread, default params"].endswith(
+        "| n/a | 2 | 0.4 | 1.1 | abc1234 |")   # this file measured 2 threads only
+    assert rows["scale: Ray's fixed overhead, landmarks, s"].endswith("| 7.2 | n/a | n/a | n/a | n/a |")
+    assert "not measured yet: run `python bench/kan.py`" in \
+        rows["Cox-de Boor KAN / ours, same"]
 
 
 def test_an_unknown_table_name_is_a_one_line_error(scratch):

@@ -123,3 +123,62 @@ def test_matched_mlp_has_about_the_kans_parameters():
     mlp_n = sum(p.numel() for p in MLP(widths).parameters())
     assert abs(mlp_n - kan_n) / kan_n < 0.01
     assert widths[0] == 68 and widths[-1] == 68 and len(widths) == 3
+
+
+class PaddedBSplines(torch.autograd.Function):
+    """The basis as it was built before issue 16 (kept here as the reference): the k + 1
+    values scattered into a zeroed padded row of G + 3k + 2 columns, the real G + k sliced
+    out; backward gathers from the gradient padded the same way."""
+
+    @staticmethod
+    def forward(ctx, x, start, step, matrix, grid_size, order):
+        t = ((x - start) / step).clamp(-1, grid_size + 2 * order)
+        span = torch.floor(t)
+        u = (t - span).unsqueeze(-1)
+        coef = matrix.to(x.dtype) / math.factorial(order)
+        vals = coef[-1].expand(*u.shape[:-1], coef.shape[1])
+        for p in range(coef.shape[0] - 2, -1, -1):
+            vals = torch.addcmul(coef[p], vals, u)
+        cols = span.long().unsqueeze(-1) + 1 + torch.arange(order + 1)
+        padded = x.new_zeros(*x.shape, grid_size + 3 * order + 2).scatter_(-1, cols, vals)
+        ctx.save_for_backward(x, start, step, matrix)
+        ctx.sizes = (grid_size, order)
+        return padded[..., order + 1: 2 * order + 1 + grid_size].contiguous()
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, start, step, matrix = ctx.saved_tensors
+        grid_size, order = ctx.sizes
+        t = ((x - start) / step).clamp(-1, grid_size + 2 * order)
+        span = torch.floor(t)
+        u = (t - span).unsqueeze(-1)
+        powers = torch.arange(1, order + 1, dtype=x.dtype)[:, None]
+        dcoef = matrix[1:].to(x.dtype) * powers / math.factorial(order)
+        vals = dcoef[-1].expand(*u.shape[:-1], dcoef.shape[1])
+        for p in range(dcoef.shape[0] - 2, -1, -1):
+            vals = torch.addcmul(dcoef[p], vals, u)
+        cols = span.long().unsqueeze(-1) + 1 + torch.arange(order + 1)
+        g = torch.nn.functional.pad(grad, (order + 1, order + 1)).gather(-1, cols)
+        return (g * vals).sum(-1) / step, None, None, None, None, None
+
+
+@pytest.mark.parametrize("in_features,grid_size,order,dtype", [
+    (128, 5, 3, torch.float32), (68, 5, 3, torch.float32), (16, 7, 2, torch.float32),
+    (9, 4, 1, torch.float64), (33, 5, 3, torch.float64)])
+def test_bases_and_their_gradient_are_bit_identical_to_the_padded_construction(
+        in_features, grid_size, order, dtype):
+    # the faster construction (issue 16) must not move a single bit: trained checkpoints and
+    # every published number depend on it. Inputs: random, every knot, beyond both ends.
+    torch.manual_seed(in_features)
+    layer = KANLinear(in_features, 11, grid_size=grid_size, spline_order=order).to(dtype)
+    x = torch.cat([torch.randn(1500, in_features, dtype=dtype) * 0.9,
+                   probe_inputs(layer).to(dtype)[:, :1].expand(-1, in_features)])
+    weights = torch.randn(11, in_features * (grid_size + order), dtype=dtype)
+    out = []
+    for basis in (layer.b_splines, lambda v: PaddedBSplines.apply(
+            v, layer.grid_start, layer.grid_step, layer.basis_matrix, grid_size, order)):
+        xg = x.clone().requires_grad_()
+        bases = basis(xg)
+        torch.nn.functional.linear(bases.flatten(1), weights).square().sum().backward()
+        out.append((bases.detach(), xg.grad))
+    assert torch.equal(out[0][0], out[1][0]) and torch.equal(out[0][1], out[1][1])

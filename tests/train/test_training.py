@@ -51,10 +51,12 @@ def test_training_writes_checkpoints_logs_and_emotion_head(tiny_cfg, windows: Pa
     assert not (Path(cfg.train.resume_dir) / "state.pt").exists()  # a finished run cleans up
 
 
-def test_interrupted_then_resumed_equals_uninterrupted(tiny_cfg, windows: Path, tmp_path):
-    cfg = tiny_cfg()
+@pytest.mark.parametrize("dropout_rng", ["torch", "pcg64"])
+def test_interrupted_then_resumed_equals_uninterrupted(tiny_cfg, windows: Path, tmp_path,
+                                                       dropout_rng):
+    cfg = tiny_cfg(dropout_rng=dropout_rng)
     straight = train(cfg, windows, tmp_path / "a", live_dir=tmp_path / "live_a")
-    cfg_b = tiny_cfg(resume_dir=str(tmp_path / "resume_b"))
+    cfg_b = tiny_cfg(resume_dir=str(tmp_path / "resume_b"), dropout_rng=dropout_rng)
     with pytest.raises(_Interrupt):
         train(cfg_b, windows, tmp_path / "b", live_dir=tmp_path / "live_b", interrupt_after_epoch=1)
     assert load_checkpoint(tmp_path / "b" / "last.pt")["epoch"] == 1
