@@ -37,6 +37,9 @@ def fresh_clone(tmp: Path, rev: str) -> tuple[Path, dict]:
     subprocess.run(["git", "-C", str(clone), "checkout", "-q", rev], check=True)
     venv = clone / ".venv"
     subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
+    # the venv's own (bundled) setuptools cannot build this pyproject editable: use the layered one
+    subprocess.run([str(venv / "bin/pip"), "uninstall", "-q", "-y", "setuptools"], check=True,
+                   capture_output=True)
     subprocess.run([str(venv / "bin/pip"), "install", "-q", "--no-deps", "--no-build-isolation",
                     "-e", str(clone)], check=True, capture_output=True)
     env = {**os.environ, "PATH": f"{venv / 'bin'}:{os.environ['PATH']}", "VIRTUAL_ENV": str(venv)}
