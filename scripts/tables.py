@@ -423,6 +423,14 @@ TABLES: tuple[Table, ...] = (
         ("load average (1 min) at start", "machine.load_average_start.0", "{:.1f}"),
         ("... at end", "machine.load_average_end.0", "{:.1f}"))),
 
+    Table("repro-stages", (Col("seconds", "seconds", fmt=SECONDS), Col("share", "share", fmt=SHARE)),
+          (Row("`{key}`", "stages.*"),), file="bench/results/repro.json", label="stage",
+          best="none"),
+    field_table("repro-run", "bench/results/repro.json", (
+        ("total, s (target <= 180 on an idle machine)", "total_s", SECONDS),
+        ("test M-LD of the model it trained", "test_M-LD", "{:.4f}"),
+        ("commit", "commit", ""), ("load average (1 min) at start", "machine.load_average_start.0",
+                                   "{:.1f}"))),
     Table("silence", (Col("model alone (`--silence model`)", "model"),
                       Col("with the gate (default)", "still")),
           (Row("4 s of digital zeros", "cases.digital_zeros"),
