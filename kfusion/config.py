@@ -302,7 +302,7 @@ class TrainConfig:
     deterministic: bool = _f(True, doc="torch deterministic algorithms (warn-only) + seeded "
                                        "loaders; bit-identical resume on CPU")
     dropout_rng: Literal["torch", "pcg64"] = _f(
-        "torch", doc="where CPU dropout masks come from: torch (its per-element Mersenne "
+        "pcg64", doc="where CPU dropout masks come from: torch (its per-element Mersenne "
                      "Twister, one thread: about a quarter of a 2-thread step) or pcg64 (numpy "
                      "PCG64DXSM streams seeded from torch's generator, kfusion.model.dropout: "
                      "same dropout, other random draws, so other weights; reproducible and "

@@ -6,7 +6,7 @@ One command (from the repository root, after `dvc repro` has built the data once
     python scripts/ablations.py                          # demo: 6 rows x 3 seeds
     python scripts/ablations.py --corpus grid --seeds 3 \\
         -S 'index.corpora=[grid]' -S index.roots.grid=../shared/grid -S split.by=clip \\
-        -S '+evaluate.sets.unseen={corpus: folder, root: ../shared/unseen}'
+        -S train.dropout_rng=torch -S '+evaluate.sets.unseen={corpus: folder, root: ../shared/unseen}'
     python scripts/ablations.py --corpus grid --table-only   # re-summarise what is there
     python scripts/ablations.py --rows proposed,repl-mlp --seeds 2 -S train.epochs=2   # a smoke run
 

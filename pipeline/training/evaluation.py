@@ -204,6 +204,9 @@ def provenance(cfg: Config, trained: Trained, test: WindowDataset, set_name: str
                                    "encoder_fallback", "feature_dim")},
             "checkpoint": str(trained.path), "checkpoint_sha256": trained.sha256,
             "seed": tcfg.seed, "epochs": tcfg.train.epochs,
+            # which random stream drew the dropout masks (records written before this field
+            # existed were all `torch`): two streams' weights differ as two seeds' do
+            "dropout_rng": tcfg.train.dropout_rng,
             "best_epoch": trained.state.get("epoch"), "preset": tcfg.preset,
             **model_switches(tcfg.model),   # fusion, ablation switches, inputs, target
             "differs_from_paper": paper_differences(tcfg),

@@ -169,9 +169,10 @@ def test_bench_figures_carry_the_machine_they_were_measured_on(scratch):
             if ln.startswith("| ")}
     # the figure in the row's format; threads and loads in the machine's (not "187%")
     assert rows["training, windows/s, batch 32, 2 threads, default params (target >= 200)"] \
-        .endswith("| 187 | 2 | 0.4 | 1.1 | abc1234 |")
-    assert rows["training, same, `train.dropout_rng: pcg64`"].endswith("| 232 | 2 | 0.4 | 1.1 | abc1234 |")
-    assert rows["training, windows/s, batch 32, 1 thread, default params"].endswith(
+        .endswith("| 232 | 2 | 0.4 | 1.1 | abc1234 |")   # the default stream: pcg64
+    assert rows["training, same, `train.dropout_rng: torch` (torch's own dropout draws)"].endswith(
+        "| 187 | 2 | 0.4 | 1.1 | abc1234 |")
+    assert rows["training, windows/s, batch 32, 1 thread (`dvc repro`'s), default params"].endswith(
         "| n/a | 2 | 0.4 | 1.1 | abc1234 |")   # this file measured 2 threads only
     assert rows["scale: Ray's fixed overhead, landmarks, s"].endswith("| 7.2 | n/a | n/a | n/a | n/a |")
     assert "not measured yet: run `python bench/kan.py`" in \
