@@ -78,11 +78,6 @@ def cases(tmp: Path) -> dict[str, tuple[Path, np.ndarray | None]]:
     return out
 
 
-def decode(wav: Path) -> np.ndarray:
-    from kfusion.pipeline.media.container import decode_audio
-    return decode_audio(wav)
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--checkpoint", default=str(REPO / "models" / "best.pt"))
@@ -96,7 +91,9 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     machine = Machine.start(args.threads)
     from kfusion.pipeline.media.ffmpeg import ffmpeg_binary
+    from kfusion.pipeline.media.container import decode_audio
     from kfusion.pipeline.predict.predictor import Predictor
+    from kfusion.pipeline.predict.silence import speech_gate
     tmp = Path(tempfile.mkdtemp(prefix="bench-silence-"))
     face = tmp / "face.png"
     subprocess.run([ffmpeg_binary(), "-v", "error", "-i", str(UNSEEN / "Obama_clip2.mp4"),
@@ -117,8 +114,9 @@ def main() -> int:
             opened[mode] = o = opening_px(r.landmarks_crop)
             row[mode] = round(float(o[mask[:len(o)]].mean() if mask is not None else o.mean()), 3)
             figures["identity_opening_px"] = round(float(opening_px(r.identity.landmarks_crop[None])[0]), 3)
-        from kfusion.pipeline.predict.silence import speech_gate
-        gate = speech_gate(decode(wav), SR, FPS, len(opened["model"]))
+        # the gate predict applied, recomputed on the same decoded samples (its JSON record
+        # has the fractions, not the per-frame weight)
+        gate = speech_gate(decode_audio(wav), SR, FPS, len(opened["model"]))
         voiced = gate.weight == 1.0    # frames the gate leaves to the model
         row["silent_fraction"] = round(gate.silent_fraction, 4)
         if voiced.any():               # the speech itself: its opening and its peaks

@@ -101,6 +101,20 @@ def switches_table(name: str, corpus: str) -> Table:
                  file=f"metrics/ablations/{corpus}/summary.json", label="Method")
 
 
+def identity_table(name: str, corpus: str) -> Table:
+    """Proposed and the still-identity baseline with the identity from another clip (the
+    default) and from the clip's own frame (`windows.identity=clip`, inside 1-6 of its own
+    test windows): scripts/ablations.py's Proposed row in <corpus>/ and <corpus>-identity-clip/."""
+    files = (("another clip of the speaker (`other_clip`, the default)", f"metrics/ablations/{corpus}/summary.json"),
+             ("the clip's own frame (`windows.identity=clip`)",
+              f"metrics/ablations/{corpus}-identity-clip/summary.json"))
+    rows = [Row(f"{who}, identity from {src}", f"rows.{slug}.test", file)
+            for who, slug in (("Proposed", "proposed"), ("baseline: identity held still", "identity"))
+            for src, file in files]
+    cols = (*(Col(m, f"model.{m}") for m in METRICS), Col("mouth r", "model.mouth_r", best="none"))
+    return Table(name, cols, tuple(rows), label="test split, mean ± sd over seeds")
+
+
 # The five defaults that made the model learn audio -> mouth (docs/model.md), turned on one
 # step at a time: (label, file stem, the `-S` switches that give the step; None = the defaults).
 BEFORE = {"model.local_attention_s": "0", "model.mel_norm": "none", "model.token_to_frame": "conv",
@@ -146,6 +160,8 @@ RUN: tuple[tuple[str, str], ...] = (
      "-S 'index.corpora=[grid]' -S index.roots.grid=../shared/grid -S split.by=clip "
      "-S train.dropout_rng=torch "
      "-S '+evaluate.sets.unseen={{corpus: folder, root: ../shared/unseen}}'"),
+    ("metrics/ablations/demo-identity-clip/*",
+     "python scripts/ablations.py --corpus demo-identity-clip --rows proposed -S windows.identity=clip"),
     ("metrics/ablations/demo/*", "python scripts/ablations.py"),
     *((f"metrics/fix/{stem}.json",
        "dvc exp run " + " ".join(f"-S {k}={v}" for k, v in sets.items())
@@ -220,6 +236,7 @@ TABLES: tuple[Table, ...] = (
                "reports/windows.json")), fmt=COUNT, label="split"),
     ablation_table("demo-ablations", "demo"),
     switches_table("demo-ablation-switches", "demo"),
+    identity_table("demo-identity", "demo"),
     Table("demo-groundtruth", metric_columns(),
           tuple(Row(label, f"corpora.demo.vs_ground_truth.{k}") for label, k in (
               ("Proposed", "model"), ("control: the model on another clip's audio", "audio_swap"),
