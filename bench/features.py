@@ -2,11 +2,13 @@
 
 The stage (sharded, worker processes, one shard in memory per worker) is measured against
 the naive way in the same run: one process that reads every clip's audio, computes log-mel
-and wav2vec2 one clip at a time, keeps all features in a list and writes them at the end.
+and the content encoder one clip at a time, keeps all features in a list and writes them at
+the end.
 Each measurement runs in its own child process so its peak RSS is its own (the stage's peak
 is the largest of its main process and its workers). Real speech: GRID clips from
-../shared/grid. wav2vec2 is whatever params name (offline); here the seeded-random base
-fallback, which has the same architecture and cost as the real one.
+../shared/grid. The encoder is params' default (`features.encoder: auto`: wav2vec2 where its
+weights load, else the bundled Whisper tiny.en, as here); the JSON names the one measured.
+--tiny: a 1-layer local wav2vec2 instead, to see how memory scales at larger sizes.
 
     python bench/features.py [--sizes 6 24] [--workers 2]
 Writes bench/results/features.json (features_tiny.json with --tiny) with the machine block
@@ -58,21 +60,22 @@ def _naive() -> None:
     import torch
 
     from kfusion.config import load
-    from kfusion.pipeline.data.features import load_wav2vec2, log_mel, mel_transform, normalise
+    from kfusion.pipeline.data.encoders import load_encoder
+    from kfusion.pipeline.data.features import log_mel, mel_transform
     from kfusion.pipeline.data.shards import read_table
     cfg = load("p.yaml")
     torch.set_num_threads(cfg.preprocess.workers)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        model, _, _ = load_wav2vec2(cfg.features.wav2vec2, seed=cfg.seed)
+        encoder = load_encoder(cfg.features, threads=cfg.preprocess.workers)
     mel_tf = mel_transform(cfg.features)
     rows = read_table("data/audio").to_pylist()          # the whole corpus in memory
     out = []
     for r in rows:
         x = np.asarray(r["samples"], np.float32)
         with torch.no_grad():
-            h = model(torch.from_numpy(normalise(x))[None]).last_hidden_state[0]
-        out.append((r["clip_id"], log_mel(x, mel_tf), h.numpy().astype(np.float16)))
+            h = encoder.encode(x)
+        out.append((r["clip_id"], log_mel(x, mel_tf), h))
     np.save("naive.npy", np.array(out, dtype=object), allow_pickle=True)
 
 
@@ -96,7 +99,8 @@ def _prepare(work: Path, n: int, workers: int, encoder: str) -> float:
         (root / "s1" / p.name).symlink_to(p)
     params = {"preprocess": {"workers": workers},
               "index": {"corpora": ["grid"], "roots": {"grid": str(root)}},
-              "features": {"clips_per_shard": 4, **({"wav2vec2": encoder} if encoder else {})}}
+              "features": {"clips_per_shard": 4,
+                           **({"encoder": "wav2vec2", "wav2vec2": encoder} if encoder else {})}}
     (work / "p.yaml").write_text(yaml.safe_dump(params))
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     for stage in ("index", "audio"):
@@ -104,6 +108,15 @@ def _prepare(work: Path, n: int, workers: int, encoder: str) -> float:
                        env=env, check=True, capture_output=True)
     m = json.loads((work / "reports/audio.json").read_text())
     return m["audio_hours"] * 3600.0
+
+
+def _encoder_name(work: Path) -> str:
+    """The encoder the stage used, from its features' record: name, version, fallback."""
+    sys.path.insert(0, str(REPO))
+    from kfusion.pipeline.data.features import read_encoder
+    rec = read_encoder(work / "data/features")
+    return (f"{rec['encoder']} {rec.get('encoder_version', '')} "
+            f"({'random weights' if rec.get('encoder_fallback') else 'pretrained'})")
 
 
 def _measure(mode: str, work: Path) -> dict:
@@ -127,7 +140,7 @@ def main() -> None:
     if not GRID.is_dir():
         raise SystemExit(f"{GRID} is absent: this benchmark reads real GRID clips")
     machine = Machine.start(threads=args.workers)   # worker processes; torch threads each
-    results = []
+    results, measured = [], ""
     with tempfile.TemporaryDirectory(prefix="bench-features-") as tmp:
         encoder = _tiny_encoder(Path(tmp) / "tiny-w2v") if args.tiny else ""
         for n in args.sizes:
@@ -136,13 +149,13 @@ def main() -> None:
             audio_s = _prepare(work, n, args.workers, encoder)
             stage = _measure("stage", work)
             naive = _measure("naive", work)
+            measured = _encoder_name(work)
             results.append({"clips": n, "audio_seconds": round(audio_s, 2),
                             "stage": {**stage, "real_time_factor": audio_s / stage["seconds"]},
                             "naive": {**naive, "real_time_factor": audio_s / naive["seconds"]}})
     small, big = results
     out = {"benchmark": "features", "workers": args.workers, "device": "cpu",
-           "encoder": "tiny local wav2vec2 (1 layer; memory scaling only)" if args.tiny else
-           "wav2vec2-base architecture (seeded random fallback; same cost as the real one)",
+           "encoder": "tiny local wav2vec2 (1 layer; memory scaling only)" if args.tiny else measured,
            "sizes": results,
            "stage_rss_growth_mb": big["stage"]["peak_rss_mb"] - small["stage"]["peak_rss_mb"],
            "naive_rss_growth_mb": big["naive"]["peak_rss_mb"] - small["naive"]["peak_rss_mb"]}

@@ -209,7 +209,7 @@ BENCH_FIGURES = (
      "{:.2f}x"),
     ("{encoder}, real-time factor, {threads} thread(s), 60 s as 3 s clips", "encoders",
      "runs.4.rtf", "{:.3f}"),
-    ("features stage, real-time factor, 24 GRID clips (wav2vec2 base)", "features",
+    ("features stage, x real time, 24 GRID clips (default encoder)", "features",
      "sizes.1.stage.real_time_factor", "{:.1f}x"),
     ("features stage, peak RSS growth 6 -> 24 clips, MB", "features", "stage_rss_growth_mb",
      "{:+.0f}"),
