@@ -115,6 +115,31 @@ def identity_table(name: str, corpus: str) -> Table:
     return Table(name, cols, tuple(rows), label="test split, mean ± sd over seeds")
 
 
+# Training-time augmentation (train.augment, docs/training.md), one switch at a time and all
+# together: (label, slug, the `-S` switches). Each variant is scripts/ablations.py's Proposed
+# row in metrics/ablations/<corpus>-aug-<slug>/; "none" is the corpus's own Proposed row.
+AUGMENTS = (("none (the default)", "", ()),
+            ("mirror (`mirror_p=0.5`)", "mirror", ("train.augment.mirror_p=0.5",)),
+            ("similarity (`similarity_p=0.5`)", "similarity", ("train.augment.similarity_p=0.5",)),
+            ("time masks (`time_masks=2`)", "time-masks", ("train.augment.time_masks=2",)),
+            ("channel masks (`channel_masks=2`)", "channel-masks", ("train.augment.channel_masks=2",)),
+            ("all four", "all", ("train.augment.mirror_p=0.5", "train.augment.similarity_p=0.5",
+                                 "train.augment.time_masks=2", "train.augment.channel_masks=2")))
+
+
+def augment_folder(corpus: str, slug: str) -> str:
+    return f"metrics/ablations/{corpus}-aug-{slug}" if slug else f"metrics/ablations/{corpus}"
+
+
+def augment_table(name: str, corpus: str, sets: tuple[str, ...]) -> Table:
+    """Proposed trained with each augmentation: M-LD and mouth r on each test set."""
+    cols = tuple(c for s in sets for c in (Col(f"{s}: M-LD", f"{s}.model.M-LD"),
+                                           Col(f"{s}: mouth r", f"{s}.model.mouth_r", best="max")))
+    rows = tuple(Row(label, "rows.proposed", f"{augment_folder(corpus, slug)}/summary.json")
+                 for label, slug, _ in AUGMENTS)
+    return Table(name, cols, rows, label="Proposed, `train.augment`", best="min")
+
+
 # The five defaults that made the model learn audio -> mouth (docs/model.md), turned on one
 # step at a time: (label, file stem, the `-S` switches that give the step; None = the defaults).
 BEFORE = {"model.local_attention_s": "0", "model.mel_norm": "none", "model.token_to_frame": "conv",
@@ -149,17 +174,19 @@ def field_table(name: str, file: str, rows: tuple[tuple[str, str, str], ...],
 
 # Which command writes a file that a table reads (first match wins; {stem} = the file's stem;
 # a file no pattern matches is written by `dvc repro`).
+GRID_SETS = ("-S 'index.corpora=[grid]' -S index.roots.grid=../shared/grid -S split.by=clip "
+             "-S train.dropout_rng=torch "
+             "-S '+evaluate.sets.unseen={{corpus: folder, root: ../shared/unseen}}'")
 RUN: tuple[tuple[str, str], ...] = (
+    *((f"{augment_folder(corpus, slug)}/*",
+       f"python scripts/ablations.py --corpus {corpus}-aug-{slug} --rows proposed "
+       + " ".join(f"-S {a}" for a in sets) + (f" {GRID_SETS}" if corpus == "grid" else ""))
+      for corpus in ("demo", "grid") for _, slug, sets in AUGMENTS if slug),
     ("metrics/ablations/grid/*",
-     "python scripts/ablations.py --corpus grid -S 'index.corpora=[grid]' "
-     "-S index.roots.grid=../shared/grid -S split.by=clip -S train.dropout_rng=torch "
-     "-S '+evaluate.sets.unseen={{corpus: folder, root: ../shared/unseen}}' "
+     f"python scripts/ablations.py --corpus grid {GRID_SETS} "
      "-S '+evaluate.sets.cremad={{corpus: cremad, root: /data/CREMA-D}}'"),
     ("metrics/ablations/grid-ppg/*",
-     "python scripts/ablations.py --corpus grid-ppg --rows proposed -S features.encoder=ppg "
-     "-S 'index.corpora=[grid]' -S index.roots.grid=../shared/grid -S split.by=clip "
-     "-S train.dropout_rng=torch "
-     "-S '+evaluate.sets.unseen={{corpus: folder, root: ../shared/unseen}}'"),
+     f"python scripts/ablations.py --corpus grid-ppg --rows proposed -S features.encoder=ppg {GRID_SETS}"),
     ("metrics/ablations/demo-identity-clip/*",
      "python scripts/ablations.py --corpus demo-identity-clip --rows proposed -S windows.identity=clip"),
     ("metrics/ablations/demo/*", "python scripts/ablations.py"),
@@ -237,6 +264,7 @@ TABLES: tuple[Table, ...] = (
     ablation_table("demo-ablations", "demo"),
     switches_table("demo-ablation-switches", "demo"),
     identity_table("demo-identity", "demo"),
+    augment_table("demo-augment", "demo", ("test",)),
     Table("demo-groundtruth", metric_columns(),
           tuple(Row(label, f"corpora.demo.vs_ground_truth.{k}") for label, k in (
               ("Proposed", "model"), ("control: the model on another clip's audio", "audio_swap"),
@@ -263,6 +291,7 @@ TABLES: tuple[Table, ...] = (
           label="Proposed on GRID s1, content encoder", best="min"),
     ablation_table("grid-unseen", "grid", "unseen"),
     ablation_table("grid-cremad", "grid", "cremad"),
+    augment_table("grid-augment", "grid", ("test", "unseen")),
 
     # ---- docs/demo.md
     field_table("demo-figures", "reports/demo.json", (
