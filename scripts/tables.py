@@ -101,18 +101,22 @@ def switches_table(name: str, corpus: str) -> Table:
                  file=f"metrics/ablations/{corpus}/summary.json", label="Method")
 
 
-def identity_table(name: str, corpus: str) -> Table:
+def identity_table(name: str, corpus: str, sets: tuple[str, ...] = ("test",)) -> Table:
     """Proposed and the still-identity baseline with the identity from another clip (the
     default) and from the clip's own frame (`windows.identity=clip`, inside 1-6 of its own
-    test windows): scripts/ablations.py's Proposed row in <corpus>/ and <corpus>-identity-clip/."""
+    test windows): scripts/ablations.py's Proposed row in <corpus>/ and <corpus>-identity-clip/;
+    M-LD and mouth r on each test set."""
     files = (("another clip of the speaker (`other_clip`, the default)", f"metrics/ablations/{corpus}/summary.json"),
              ("the clip's own frame (`windows.identity=clip`)",
               f"metrics/ablations/{corpus}-identity-clip/summary.json"))
-    rows = [Row(f"{who}, identity from {src}", f"rows.{slug}.test", file)
+    rows = [Row(f"{who}, identity from {src}", f"rows.{slug}", file)
             for who, slug in (("Proposed", "proposed"), ("baseline: identity held still", "identity"))
             for src, file in files]
-    cols = (*(Col(m, f"model.{m}") for m in METRICS), Col("mouth r", "model.mouth_r", best="none"))
-    return Table(name, cols, tuple(rows), label="test split, mean ± sd over seeds")
+    cols = tuple(c for st in sets for c in (
+        *(Col(f"{st}: {m}" if len(sets) > 1 else m, f"{st}.model.{m}")
+          for m in (METRICS if len(sets) == 1 else ("M-LD",))),
+        Col(f"{st}: mouth r" if len(sets) > 1 else "mouth r", f"{st}.model.mouth_r", best="none")))
+    return Table(name, cols, tuple(rows), label="mean ± sd over seeds")
 
 
 # Training-time augmentation (train.augment, docs/training.md), one switch at a time and all
@@ -187,6 +191,10 @@ RUN: tuple[tuple[str, str], ...] = (
      "-S '+evaluate.sets.cremad={{corpus: cremad, root: /data/CREMA-D}}'"),
     ("metrics/ablations/grid-ppg/*",
      f"python scripts/ablations.py --corpus grid-ppg --rows proposed -S features.encoder=ppg {GRID_SETS}"),
+    ("metrics/ablations/grid-random/*",
+     f"python scripts/ablations.py --corpus grid-random --rows proposed -S features.encoder=random {GRID_SETS}"),
+    ("metrics/ablations/grid-identity-clip/*",
+     f"python scripts/ablations.py --corpus grid-identity-clip --rows proposed -S windows.identity=clip {GRID_SETS}"),
     ("metrics/ablations/demo-identity-clip/*",
      "python scripts/ablations.py --corpus demo-identity-clip --rows proposed -S windows.identity=clip"),
     ("metrics/ablations/demo/*", "python scripts/ablations.py"),
@@ -287,11 +295,14 @@ TABLES: tuple[Table, ...] = (
           (Row("Whisper tiny.en (the default here)", "rows.proposed",
                "metrics/ablations/grid/summary.json"),
            Row("hama phoneme posteriorgram (`features.encoder=ppg`)", "rows.proposed",
-               "metrics/ablations/grid-ppg/summary.json")),
+               "metrics/ablations/grid-ppg/summary.json"),
+           Row("wav2vec2-base with random weights (`features.encoder=random`, the control)",
+               "rows.proposed", "metrics/ablations/grid-random/summary.json")),
           label="Proposed on GRID s1, content encoder", best="min"),
     ablation_table("grid-unseen", "grid", "unseen"),
     ablation_table("grid-cremad", "grid", "cremad"),
     augment_table("grid-augment", "grid", ("test", "unseen")),
+    identity_table("grid-identity", "grid", ("test", "unseen")),
 
     # ---- docs/demo.md
     field_table("demo-figures", "reports/demo.json", (
