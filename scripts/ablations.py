@@ -28,6 +28,11 @@ beside it) has, per row and test set, the mean and sd over seeds of every system
 for each metric the difference Proposed - row with a paired bootstrap 95% interval over the
 test clips (each clip's value averaged over the seeds first; kfusion.pipeline.training.bootstrap);
 `*` marks an interval that excludes 0. The README's tables read these files (scripts/tables.py).
+
+One runner per repository: to run rows side by side, use separate clones (`git clone`), not
+`git worktree`s. Worktrees share git's refs, and DVC keeps its experiment bookkeeping there
+(refs/exps): two `dvc exp run`s in worktrees of one repository raced on its locks and applied
+one workspace's results to the other (seen while running the demo table on two cores).
 """
 from __future__ import annotations
 
