@@ -178,23 +178,26 @@ def field_table(name: str, file: str, rows: tuple[tuple[str, str, str], ...],
 
 # Which command writes a file that a table reads (first match wins; {stem} = the file's stem;
 # a file no pattern matches is written by `dvc repro`).
+# every GRID row: its data, the torch dropout stream its first rows were trained with, and the
+# two extra test sets (the CREMA-D-layout fixture written by scripts/cremad_fixture.py)
 GRID_SETS = ("-S 'index.corpora=[grid]' -S index.roots.grid=../shared/grid -S split.by=clip "
              "-S train.dropout_rng=torch "
-             "-S '+evaluate.sets.unseen={{corpus: folder, root: ../shared/unseen}}'")
+             "-S '+evaluate.sets.unseen={{corpus: folder, root: ../shared/unseen}}' "
+             "-S '+evaluate.sets.cremad={{corpus: cremad, root: ../cremad-fixture}}'")
+CREMAD_FIXTURE = "python scripts/cremad_fixture.py ../cremad-fixture && "
 RUN: tuple[tuple[str, str], ...] = (
     *((f"{augment_folder(corpus, slug)}/*",
-       f"python scripts/ablations.py --corpus {corpus}-aug-{slug} --rows proposed "
+       (CREMAD_FIXTURE if corpus == "grid" else "")
+       + f"python scripts/ablations.py --corpus {corpus}-aug-{slug} --rows proposed "
        + " ".join(f"-S {a}" for a in sets) + (f" {GRID_SETS}" if corpus == "grid" else ""))
       for corpus in ("demo", "grid") for _, slug, sets in AUGMENTS if slug),
-    ("metrics/ablations/grid/*",
-     f"python scripts/ablations.py --corpus grid {GRID_SETS} "
-     "-S '+evaluate.sets.cremad={{corpus: cremad, root: /data/CREMA-D}}'"),
+    ("metrics/ablations/grid/*", f"{CREMAD_FIXTURE}python scripts/ablations.py --corpus grid {GRID_SETS}"),
     ("metrics/ablations/grid-ppg/*",
-     f"python scripts/ablations.py --corpus grid-ppg --rows proposed -S features.encoder=ppg {GRID_SETS}"),
+     f"{CREMAD_FIXTURE}python scripts/ablations.py --corpus grid-ppg --rows proposed -S features.encoder=ppg {GRID_SETS}"),
     ("metrics/ablations/grid-random/*",
-     f"python scripts/ablations.py --corpus grid-random --rows proposed -S features.encoder=random {GRID_SETS}"),
+     f"{CREMAD_FIXTURE}python scripts/ablations.py --corpus grid-random --rows proposed -S features.encoder=random {GRID_SETS}"),
     ("metrics/ablations/grid-identity-clip/*",
-     f"python scripts/ablations.py --corpus grid-identity-clip --rows proposed -S windows.identity=clip {GRID_SETS}"),
+     f"{CREMAD_FIXTURE}python scripts/ablations.py --corpus grid-identity-clip --rows proposed -S windows.identity=clip {GRID_SETS}"),
     ("metrics/ablations/demo-identity-clip/*",
      "python scripts/ablations.py --corpus demo-identity-clip --rows proposed -S windows.identity=clip"),
     ("metrics/ablations/demo/*", "python scripts/ablations.py"),
