@@ -48,9 +48,23 @@ def step_generator(seed: int, epoch: int, step: int) -> torch.Generator:
     return torch.Generator().manual_seed((seed * 1_000_003 + epoch * 100_003 + step) % 2**63)
 
 
+# Each augmentation: the switch that turns it on (a share or a count > 0), then the settings it
+# reads (train.augment's keys).
+SWITCHES = {"mirror_p": ("mirror_p",),
+            "similarity_p": ("similarity_p", "rotate_deg", "scale", "shift_px"),
+            "time_masks": ("time_masks", "time_mask_s"),
+            "channel_masks": ("channel_masks", "mel_band", "encoder_fraction")}
+
+
 def enabled(aug) -> bool:
-    return (aug.mirror_p > 0 or aug.similarity_p > 0 or aug.time_masks > 0
-            or aug.channel_masks > 0)
+    return any(getattr(aug, switch) > 0 for switch in SWITCHES)
+
+
+def settings_on(aug) -> dict:
+    """The settings of the augmentations that are on ({} when none is: the default), as an
+    evaluation record names them."""
+    return {k: getattr(aug, k) for switch, keys in SWITCHES.items()
+            if getattr(aug, switch) > 0 for k in keys}
 
 
 def mirror(points: torch.Tensor, centre_px: float) -> torch.Tensor:

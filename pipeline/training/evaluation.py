@@ -25,7 +25,6 @@ and the plots.
 """
 from __future__ import annotations
 
-import dataclasses
 
 import io
 import sys
@@ -41,6 +40,7 @@ from torch.utils.data import DataLoader
 from kfusion.config import Config, model_switches, paper_differences
 from kfusion.device import resolve_device
 from kfusion.pipeline.io import atomic_path, progress, write_json
+from kfusion.pipeline.training import augment
 from kfusion.pipeline.training.bootstrap import clip_means
 from kfusion.pipeline.training.checkpoint import Trained, check_encoder, load_trained
 from kfusion.pipeline.training.dataset import (WindowDataset, check_finite_inputs, encoder_info,
@@ -198,16 +198,6 @@ def compact_record(report: dict[str, Any]) -> dict[str, Any]:
     return rec
 
 
-def augment_switches(cfg: Config) -> dict[str, Any]:
-    """The train.augment switches that are on (share or count > 0), with their settings;
-    {} when the model was trained without augmentation (the default)."""
-    a = dataclasses.asdict(cfg.train.augment)
-    on = {"mirror_p": ("mirror_p",), "similarity_p": ("similarity_p", "rotate_deg", "scale", "shift_px"),
-          "time_masks": ("time_masks", "time_mask_s"),
-          "channel_masks": ("channel_masks", "mel_band", "encoder_fraction")}
-    return {k: a[k] for switch, keys in on.items() if a[switch] > 0 for k in keys}
-
-
 def provenance(cfg: Config, trained: Trained, test: WindowDataset, set_name: str) -> dict[str, Any]:
     """How the numbers were made: checkpoint, encoder, training, data, departures from the paper."""
     tcfg, enc = trained.cfg, encoder_info(test)
@@ -219,7 +209,7 @@ def provenance(cfg: Config, trained: Trained, test: WindowDataset, set_name: str
             # which random stream drew the dropout masks (records written before this field
             # existed were all `torch`): two streams' weights differ as two seeds' do
             "dropout_rng": tcfg.train.dropout_rng,
-            "augment": augment_switches(tcfg),   # the augmentations it was trained with, if any
+            "augment": augment.settings_on(tcfg.train.augment),   # what it was trained with, if any
             "best_epoch": trained.state.get("epoch"), "preset": tcfg.preset,
             **model_switches(tcfg.model),   # fusion, ablation switches, inputs, target
             "differs_from_paper": paper_differences(tcfg),

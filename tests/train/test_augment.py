@@ -11,14 +11,26 @@ import pytest
 import torch
 
 from kfusion.config import AugmentConfig
-from kfusion.pipeline.training.augment import (MIRROR, augment_batch, mirror, similarity,
-                                               step_generator)
+from kfusion.pipeline.training.augment import (MIRROR, augment_batch, enabled, mirror,
+                                               settings_on, similarity, step_generator)
 from kfusion.pipeline.training.checkpoint import load_checkpoint
 from kfusion.pipeline.training.loop import train
 from test_training import _Interrupt, _states_equal  # noqa: F401  (tests/train helpers)
 
 CROP = 256
 C = (CROP - 1) / 2
+
+
+def test_records_name_the_switches_that_are_on_with_their_settings():
+    """provenance.augment: {} by default; each switch that is on with the settings it reads."""
+    assert settings_on(AugmentConfig()) == {} and not enabled(AugmentConfig())
+    for switch, value in (("mirror_p", 0.5), ("similarity_p", 0.5), ("time_masks", 1),
+                          ("channel_masks", 1)):   # each alone turns augmentation on
+        assert enabled(AugmentConfig(**{switch: value})), switch
+    on = AugmentConfig(similarity_p=0.25, channel_masks=3, mel_band=4)
+    assert settings_on(on) == {"similarity_p": 0.25, "rotate_deg": 5.0, "scale": 0.05,
+                               "shift_px": 4.0, "channel_masks": 3, "mel_band": 4,
+                               "encoder_fraction": 0.1}
 
 
 def test_mirror_permutation_pairs_left_and_right():
