@@ -11,15 +11,16 @@ runs, for each mutant, only the tests that call the mutated function.
 
 mutmut 3 copies the source into `mutants/` and imports it from there, which needs the code in
 its import layout; ours maps model/, pipeline/ and stages/ into `kfusion` (pyproject's
-package-dir). So the script stages a copy of the working tree in that layout in a temporary
-folder (kfusion/, kfusion/model/, ..., tests/, params.yaml, pyproject.toml) and runs mutmut
-there: the checkout itself is never modified. mutmut is a dev tool, not a dependency: it is
+package-dir). So the script stages the committed tree (`--ref`, default HEAD: a commit, not
+the working tree another edit may be half-way through) in that layout in a temporary folder
+(kfusion/, kfusion/model/, ..., tests/, params.yaml, pyproject.toml) and runs mutmut there:
+the checkout itself is never modified. mutmut is a dev tool, not a dependency: it is
 installed on first use, pinned (`MUTMUT`), into build/mutmut/ (git-ignored), never at test time.
 
 mutmut generates about 2000 mutants of these files, and a KAN or evaluation mutant costs 5-20 s
 of tests on a shared 2-core machine, so by default each file is represented by a seeded random
-sample of 60 of its mutants (`--per-file`, `--seed`; all of loss.py's 60). The code under test
-does not change between "before" and "after", so both draw the same mutants.
+sample of 60 of its mutants (`--per-file`, `--seed`; all of loss.py's 60), ranked by a hash of
+the seed and the mutant's name, so "before" and "after" test the same mutants.
 
 Each mutant is `killed` (a test failed; mutmut also counts a pytest internal error, e.g. an
 import the mutant broke), `timeout` (counted as killed, as mutmut does), `survived`,
@@ -34,9 +35,9 @@ from __future__ import annotations
 import argparse
 import ast
 import glob
+import hashlib
 import json
 import os
-import random
 import shutil
 import subprocess
 import sys
@@ -66,7 +67,7 @@ PACKAGES = {"kfusion": "kfusion", "model": "kfusion/model", "pipeline": "kfusion
             "stages": "kfusion/stages"}
 # drawing, not results: the qualitative figure and the identity images it draws on
 NOT_MUTATED = ("plot_qualitative", "identity_images")
-ALSO_COPY = ("tests", "scripts", "params.yaml", "pyproject.toml", "dvc.yaml")
+ALSO_COPY = ("tests", "scripts", "params.yaml", "pyproject.toml", "dvc.yaml")   # what tests read
 KILLED = ("killed", "timeout")
 # Survivors no test can tell apart from the original: mutant -> (its "+" line, why).
 EQUIVALENT: dict[str, tuple[str, str]] = {}
@@ -84,22 +85,28 @@ def ensure_mutmut() -> Path:
     return CACHE
 
 
-def stage(root: Path, tests: list[str]) -> None:
-    """The working tree in the installed `kfusion` layout, plus mutmut's setup.cfg."""
-    skip = shutil.ignore_patterns("__pycache__", "*.pyc", ".pytest_cache")
-    for src, dst in PACKAGES.items():
-        shutil.copytree(REPO / src, root / dst, ignore=skip, dirs_exist_ok=True)
+def stage(root: Path, ref: str) -> list[str]:
+    """The committed tree at `ref` in the installed `kfusion` layout, plus mutmut's setup.cfg;
+    returns the test files selected. Committed, not the working tree: what is measured is
+    what a commit holds, whatever else is being edited in the checkout."""
+    src = root / "_src"
+    src.mkdir()
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", ref, *PACKAGES, *ALSO_COPY],
+                             capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(src)], input=archive, check=True)
+    for name, dst in PACKAGES.items():
+        shutil.copytree(src / name, root / dst, dirs_exist_ok=True)
     for name in ALSO_COPY:
-        if (REPO / name).is_dir():
-            shutil.copytree(REPO / name, root / name, ignore=skip)
-        else:
-            shutil.copy2(REPO / name, root / name)
+        shutil.move(src / name, root / name)
+    shutil.rmtree(src)
+    tests = sorted({t for g in TESTS for t in glob.glob(g, root_dir=root)})
     lines = ["[mutmut]", "source_paths = kfusion/", "only_mutate =",
              *(f"    {p}" for p in TARGETS.values()),
              "also_copy =", *(f"    {p}" for p in ALSO_COPY),
              "pytest_add_cli_args_test_selection =", *(f"    {t}" for t in tests),
              "pytest_add_cli_args =", "    -p", "    no:cacheprovider", "    -m", "    not slow"]
     (root / "setup.cfg").write_text("\n".join(lines) + "\n")
+    return tests
 
 
 # Run inside the staged folder with mutmut importable (its internals, hence the exact pin).
@@ -186,7 +193,7 @@ def collect(root: Path, cache: Path) -> list[dict]:
     by_staged = {v: k for k, v in TARGETS.items()}
     for row in rows:
         path = by_staged[row.pop("path")]
-        source = (REPO / path).read_text()
+        source = (root / TARGETS[path]).read_text()   # the staged (committed) file
         top, _, end = _function_lines(source, row["function"], row.pop("class"))
         text = row["diff"].splitlines()
         row["file"] = path
@@ -212,13 +219,15 @@ def summarise(rows: list[dict]) -> dict:
 
 def sample(names: dict[str, list[list[str]]], per_file: int, seed: int) -> dict[str, dict]:
     """Per target file: every mutant outside NOT_MUTATED, and a seeded sample of `per_file`
-    of them (all when per_file is 0 or the file has fewer). The code under test is not
-    changed between runs, so "before" and "after" draw the same sample."""
+    of them (all when per_file is 0 or the file has fewer): the `per_file` names that come
+    first in the order of sha256(seed:name). A name's rank does not depend on the others, so
+    "before" and "after" test the same mutants, and an edit elsewhere in a file (which
+    renumbers only its own function's mutants) leaves the rest of the sample as it was."""
     out = {}
     for staged, keys in names.items():
         pool = sorted(k for k, fn in keys if fn not in NOT_MUTATED)
-        pick = pool if not per_file or len(pool) <= per_file else \
-            sorted(random.Random(f"{seed}:{staged}").sample(pool, per_file))
+        rank = sorted(pool, key=lambda k: hashlib.sha256(f"{seed}:{k}".encode()).hexdigest())
+        pick = sorted(rank[:per_file]) if per_file else pool
         out[staged] = {"generated": len(keys), "eligible": len(pool), "sampled": pick}
     return out
 
@@ -235,18 +244,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--per-file", type=int, default=60,
                     help="mutants tested per file, a seeded sample (0: all; default %(default)s)")
     ap.add_argument("--seed", type=int, default=0, help="the sample's seed")
+    ap.add_argument("--ref", default="HEAD", help="the commit to measure (default %(default)s)")
     ap.add_argument("--jobs", type=int, default=2, help="mutmut's --max-children")
     ap.add_argument("--keep", action="store_true", help="keep the staged folder (prints it)")
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args(argv)
 
     cache = ensure_mutmut()
-    tests = sorted({t for g in TESTS for t in glob.glob(g, root_dir=REPO)})
     root = Path(tempfile.mkdtemp(prefix="kfusion-mutation-"))
     log = root / "mutmut.log"
     t0 = time.time()
     try:
-        stage(root, tests)
+        tests = stage(root, args.ref)
         gen = subprocess.run([sys.executable, "-c", GENERATE, str(args.jobs), *TARGETS.values()],
                              cwd=root, env={**os.environ, "PYTHONPATH": str(cache)},
                              capture_output=True, text=True, check=True)
@@ -267,22 +276,21 @@ def main(argv: list[str] | None = None) -> int:
         else:
             shutil.rmtree(root, ignore_errors=True)
 
-    commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+    commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", args.ref],
                             capture_output=True, text=True).stdout.strip()
-    by_repo = {v: k for k, v in TARGETS.items()}
     command = f"python scripts/mutation.py --label {args.label}" + (
         f" --per-file {args.per_file}" if args.per_file != 60 else "") + (
         f" --seed {args.seed}" if args.seed else "")
     block = {"tool": MUTMUT[0], "command": command, "commit": commit,
              "seconds": round(time.time() - t0), "per_file": args.per_file, "seed": args.seed,
              "not_mutated": list(NOT_MUTATED), "tests": tests,
-             "files": {p: {**summarise([r for r in rows if r["file"] == p]),
-                           "generated": picked[TARGETS[p]]["generated"],
-                           "eligible": picked[TARGETS[p]]["eligible"]} for p in TARGETS},
+             # keyed by the file's stem: scripts/tables.py reads dotted keys
+             "files": {Path(p).stem: {"path": p, **summarise([r for r in rows if r["file"] == p]),
+                                      "generated": picked[TARGETS[p]]["generated"],
+                                      "eligible": picked[TARGETS[p]]["eligible"]} for p in TARGETS},
              "total": summarise(rows),
              "not_killed": sorted((r for r in rows if r["status"] not in KILLED),
                                   key=lambda r: (r["file"], r["line"], r["mutant"]))}
-    assert set(by_repo) == set(picked)
     data = json.loads(args.out.read_text()) if args.out.exists() else {}
     data[args.label] = block
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -291,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
     shown = args.out.relative_to(REPO) if args.out.is_relative_to(REPO) else args.out
     print(f"[mutation] {args.label}: {t['killed_of_scored']} killed = {t['score']:.1%} "
           f"({t['equivalent']} equivalent excluded; "
-          + ", ".join(f"{p.rsplit('/', 1)[-1]} {v['killed_of_scored']}" for p, v in block["files"].items())
+          + ", ".join(f"{k} {v['killed_of_scored']}" for k, v in block["files"].items())
           + f"; {block['seconds']} s) -> {shown}")
     return 0
 
