@@ -11,9 +11,12 @@ an error that names the key, the file, and what would have been accepted.
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 from typing import Any, Literal
 
@@ -188,6 +191,11 @@ class FeaturesConfig:
     threads: int = _f(0, lo=0, hi=256, doc="torch CPU threads per worker (0 = cores // workers)")
     max_reject_fraction: float = _f(0.2, lo=0.0, hi=1.0)
     clips_per_shard: int = _f(16, lo=1, hi=100000, doc="the unit of resume and of progress")
+    audio_augment: list[str] = _f([], doc="perturbed copies of the training clips' speech, "
+                                          "features cached as extra shards for train.augment."
+                                          "audio_p: pitch+N / pitch-N (semitones), noiseN (SNR "
+                                          "dB); e.g. [pitch+2, pitch-2, noise20] "
+                                          "(pipeline/data/perturb.py)")
     out: str = _f("data/features")
 
 
@@ -272,6 +280,9 @@ class AugmentConfig:
     channel_masks: int = _f(0, lo=0, hi=10, doc="masks per window: a mel band + encoder channels")
     mel_band: int = _f(8, lo=0, hi=128, doc="widest masked mel band, bins")
     encoder_fraction: float = _f(0.1, lo=0.0, hi=1.0, doc="share of encoder channels masked")
+    audio_p: float = _f(0.0, lo=0.0, hi=1.0, doc="share of windows whose mel and encoder states "
+                                                "come from one of features.audio_augment's "
+                                                "perturbed copies (drawn uniformly)")
 
 
 @dataclass
@@ -441,6 +452,59 @@ def paper_differences(cfg: Any) -> dict[str, Any]:
     return {k: _get(cfg, k) for k, v in PAPER.items() if _get(cfg, k) != v}
 
 
+# ----------------------------------------------------------------------------- audio variants
+# features.audio_augment's names (what each does: pipeline/data/perturb.py)
+AUDIO_MAX_DENOMINATOR = 16   # a pitch ratio is the nearest fraction with at most this below
+_AUDIO_VARIANT = re.compile(r"^(?:pitch(?P<semitones>[+-]\d+(?:\.\d+)?)|noise(?P<snr>\d+(?:\.\d+)?))$")
+
+
+@dataclass(frozen=True)
+class AudioVariant:
+    name: str
+    kind: str             # "pitch" or "noise"
+    value: float          # semitones asked for, or SNR in dB
+
+    @property
+    def ratio(self) -> Fraction:
+        """pitch: the frequency ratio applied (a small fraction near 2 ** (semitones / 12))."""
+        return Fraction(2 ** (self.value / 12)).limit_denominator(AUDIO_MAX_DENOMINATOR)
+
+    def record(self) -> dict:
+        """What a shard's metadata and the docs say about it."""
+        if self.kind == "pitch":
+            r = self.ratio
+            return {"name": self.name, "kind": "pitch", "ratio": f"{r.numerator}/{r.denominator}",
+                    "semitones": round(12 * math.log2(float(r)), 3)}
+        return {"name": self.name, "kind": "noise", "snr_db": self.value, "noise": "white"}
+
+
+def variant_error(name: str) -> str | None:
+    """Why `name` is not a variant (None when it is one)."""
+    m = _AUDIO_VARIANT.match(name) if isinstance(name, str) else None
+    if not m:
+        return (f"{name!r} is not an audio variant; expected pitch+N / pitch-N (semitones, "
+                f"e.g. pitch+2) or noiseN (SNR in dB, e.g. noise20)")
+    if m["semitones"] is not None:
+        s = float(m["semitones"])
+        if not 0 < abs(s) <= 12:
+            return f"{name!r}: a pitch shift of 0 < |semitones| <= 12"
+        if AudioVariant(name, "pitch", s).ratio == 1:
+            return f"{name!r}: too small to move the pitch (ratio 1 at denominator {AUDIO_MAX_DENOMINATOR})"
+    elif not 0 <= float(m["snr"]) <= 60:
+        return f"{name!r}: an SNR between 0 and 60 dB"
+    return None
+
+
+def parse_variant(name: str) -> AudioVariant:
+    err = variant_error(name)
+    if err:
+        raise ValueError(err)
+    m = _AUDIO_VARIANT.match(name)
+    if m["semitones"] is not None:
+        return AudioVariant(name, "pitch", float(m["semitones"]))
+    return AudioVariant(name, "noise", float(m["snr"]))
+
+
 # ----------------------------------------------------------------------------- checks
 _CROSS_CHECKS: list[typing.Callable[[Config], str | None]] = [
     # wav2vec2 (and every content encoder) was trained on 16 kHz audio: features at another
@@ -468,6 +532,13 @@ _CROSS_CHECKS: list[typing.Callable[[Config], str | None]] = [
     else "model.coord_low_px must be below model.coord_high_px",
     lambda c: None if c.features.win_length <= c.features.n_fft
     else f"features.win_length: {c.features.win_length} exceeds features.n_fft={c.features.n_fft}",
+    lambda c: next((f"features.audio_augment: {e}" for e in map(variant_error, c.features.audio_augment)
+                    if e), None),
+    lambda c: None if len(set(c.features.audio_augment)) == len(c.features.audio_augment)
+    else f"features.audio_augment: {c.features.audio_augment} names a variant twice",
+    lambda c: None if c.train.augment.audio_p == 0 or c.features.audio_augment
+    else f"train.augment.audio_p: {c.train.augment.audio_p} draws from features.audio_augment, "
+         f"which is empty; name the variants there, e.g. [pitch+2, pitch-2, noise20]",
     lambda c: None if all(h >= 1 for h in c.model.kan.hidden)
     else f"model.kan.hidden: {c.model.kan.hidden}; widths must be >= 1",
 ]
@@ -600,7 +671,8 @@ def test_set_config(cfg: Config, name: str, data_dir: str | Path | None = None) 
                split=rep(cfg.split, test_only_corpora=[ts.corpus]),   # every clip is test
                landmarks=rep(cfg.landmarks, out=str(base / "landmarks")),
                audio=rep(cfg.audio, out=str(base / "audio")),
-               features=rep(cfg.features, out=str(base / "features")),
+               # a test set is never trained on: no perturbed copies of its speech
+               features=rep(cfg.features, out=str(base / "features"), audio_augment=[]),
                windows=rep(cfg.windows, out=str(base / "windows")))
 
 

@@ -13,8 +13,8 @@ from kfusion.config import Config
 from kfusion.shapes import window_timing
 from kfusion.pipeline.data.groundtruth import groundtruth_by_clip
 from kfusion.pipeline.data.window_build import (assign_windows, find_non_finite_features, plan_windows,
-                                                read_sources, window_metrics, write_arrays,
-                                                write_tables)
+                                                read_sources, variant_fingerprints,
+                                                window_metrics, write_arrays, write_tables)
 from kfusion.pipeline.io import StageRun, fresh_dir
 from kfusion.stages._common import finish_stage, run_stage
 
@@ -32,10 +32,10 @@ def _run(cfg: Config, args: argparse.Namespace) -> None:
         run.reject(clip_id, reason, message)
     run.processed = wp.clips
     gt = groundtruth_by_clip(src.manifest, cfg.demo.out, wp.clip_ids())
-    write_arrays(out, wp, src, gt, timing, cfg)                                  # pass 2
-    write_tables(out, wp, cfg, timing, src.encoder, len(gt))
+    fallbacks = write_arrays(out, wp, src, gt, timing, cfg)                      # pass 2
+    write_tables(out, wp, cfg, timing, src.encoder, len(gt), variant_fingerprints(src))
     finish_stage(cfg, run, out, max_reject_fraction=cfg.windows.max_reject_fraction,
-                 extra=window_metrics(cfg, wp, src, plans, len(gt)))
+                 extra=window_metrics(cfg, wp, src, plans, len(gt), fallbacks))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,12 +13,17 @@ Domain), per clip, in resumable shards.
 - Shards: clip ids sorted and cut every `clips_per_shard` (the unit of resume and of the
   progress bar); a shard is skipped when it exists with the same fingerprint (params, encoder
   record, input audio shards). Every shard's metadata and `encoder.json` carry the record.
+- Audio augmentation (`features.audio_augment`, pipeline/data/perturb.py): for each variant,
+  the training split's clips (the manifest's `train`) again, their speech perturbed, into
+  `<out>/aug/<variant>/` (the same shards, fingerprints and encoder.json). The clean shards
+  do not depend on the list: adding a variant leaves them as they are.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import shutil
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Iterator
@@ -27,10 +32,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from kfusion.config import Config, FeaturesConfig
+from kfusion.config import Config, FeaturesConfig, parse_variant
 from kfusion.shapes import ENCODER_SAMPLE_RATE_HZ, W2V_RECEPTIVE_SAMPLES
 from kfusion.pipeline.data.encoders import EncoderMismatch, build_encoder, check_same, describe
 from kfusion.pipeline.data.executor import map_shards
+from kfusion.pipeline.data.perturb import VERSION as PERTURB_VERSION, perturb
 from kfusion.pipeline.data.shards import SHARD_GLOB, ShardTally, plan_shards, shard_meta, write_shard
 from kfusion.pipeline.io import StageError, StageRun, atomic_path, write_json
 
@@ -60,7 +66,8 @@ def log_mel(samples: np.ndarray, transform) -> np.ndarray:
 # ----------------------------------------------------------------------------- shards
 def fingerprint(cfg: FeaturesConfig, encoder: dict, inputs: list) -> str:
     params = {k: v for k, v in asdict(cfg).items() if k not in (
-        "out", "max_reject_fraction", "batch_seconds", "threads", "clips_per_shard")}
+        "out", "max_reject_fraction", "batch_seconds", "threads", "clips_per_shard",
+        "audio_augment")}   # a variant's name goes into its own shards' inputs
     blob = json.dumps([SCHEMA_VERSION, params, encoder, inputs], sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -226,7 +233,11 @@ def process_shard(job: dict[str, Any]) -> dict[str, Any]:
         return {"path": str(path), "skipped": True, "rejects": meta.get("rejects", []),
                 "n_rows": meta.get("n_rows", 0), "seconds": meta.get("seconds", 0.0)}
     encoder, mel_tf = worker_encoder(job)
-    usable, rejects = usable_clips(read_clips(job["sources"], ids))
+    clips = read_clips(job["sources"], ids)
+    if job.get("variant"):
+        variant = parse_variant(job["variant"])
+        clips = [(cid, perturb(x, variant, cid)) for cid, x in clips]
+    usable, rejects = usable_clips(clips)
     states = encoder.encode_many([x for _, x in usable])
     rows, seconds = [], 0.0
     for (cid, x), h in zip(usable, states):
@@ -239,6 +250,8 @@ def process_shard(job: dict[str, Any]) -> dict[str, Any]:
         seconds += len(x) / ENCODER_SAMPLE_RATE_HZ
     meta = {"schema_version": SCHEMA_VERSION, "fingerprint": fp, **job["encoder"],
             "n_mels": job["cfg"].n_mels, "rejects": rejects, "n_rows": len(rows), "seconds": seconds}
+    if job.get("variant"):
+        meta["audio_variant"] = parse_variant(job["variant"]).record()
     write_features(path, rows, meta, ids)
     return {"path": str(path), "skipped": False, "rejects": rejects, "n_rows": len(rows),
             "seconds": seconds}
@@ -298,28 +311,57 @@ def audio_inputs(audio_dir: Path) -> tuple[dict[str, str], dict[str, str]]:
     return where, fps
 
 
+AUG_DIR = "aug"   # <features out>/aug/<variant>/: the perturbed copies' shards
+
+
+def variant_dir(out: str | Path, variant: str) -> Path:
+    return Path(out) / AUG_DIR / variant
+
+
+def train_clip_ids(cfg: Config) -> set[str]:
+    """The clips of the manifest's training split: the ones audio variants are made for."""
+    from kfusion.pipeline.data.index import read_manifest
+    return {r["clip_id"] for r in read_manifest(cfg.index.out) if r["split"] == "train"}
+
+
 def feature_jobs(cfg: Config, out: Path, encoder: dict, device: str) -> list[dict]:
     """One job per features shard (clip ids sorted, cut every clips_per_shard), each with the
-    fingerprint that lets a finished shard be kept; shards of an older plan are removed."""
+    fingerprint that lets a finished shard be kept; shards of an older plan are removed. Then
+    the same for each audio variant's training clips, under <out>/aug/<variant>/."""
     where, audio_fp = audio_inputs(Path(cfg.audio.out))
-    plan = plan_shards(sorted(where), cfg.features.clips_per_shard)
-    threads = encoder_workers(cfg, device, len(plan))[1]
+    variants = cfg.features.audio_augment
+    train = train_clip_ids(cfg) if variants else set()
+    plans = [(out, None, plan_shards(sorted(where), cfg.features.clips_per_shard))]
+    plans += [(variant_dir(out, v), v, plan_shards(sorted(train & set(where)),
+                                                   cfg.features.clips_per_shard)) for v in variants]
+    threads = encoder_workers(cfg, device, len(plans[0][2]))[1]
     jobs = []
-    for k, ids in enumerate(plan):
-        sources = sorted({where[c] for c in ids})
-        # the thread count changes the encoder's float sums: part of the shard's identity
-        fp = fingerprint(cfg.features, encoder,
-                         [ids, [audio_fp[s] for s in sources], device, threads])
-        jobs.append({"path": str(feature_shard_path(out, k, cfg.features.format)), "ids": ids,
-                     "sources": sources, "fingerprint": fp, "cfg": cfg.features,
-                     "encoder": encoder, "device": device, "threads": threads})
-    keep = {Path(j["path"]).name for j in jobs}
-    for p in out.glob("shard-*"):   # shards of an older plan or the other format
+    for folder, variant, plan in plans:
+        for k, ids in enumerate(plan):
+            sources = sorted({where[c] for c in ids})
+            # the thread count changes the encoder's float sums: part of the shard's identity
+            inputs = [ids, [audio_fp[s] for s in sources], device, threads]
+            fp = fingerprint(cfg.features, encoder,
+                             inputs + [variant, PERTURB_VERSION] if variant else inputs)
+            jobs.append({"path": str(feature_shard_path(folder, k, cfg.features.format)),
+                         "ids": ids, "sources": sources, "fingerprint": fp, "cfg": cfg.features,
+                         "encoder": encoder, "device": device, "threads": threads,
+                         "variant": variant})
+        folder.mkdir(parents=True, exist_ok=True)
+        _remove_stale(folder, {feature_shard_path(folder, k, cfg.features.format).name
+                               for k in range(len(plan))})
+    for old in (out / AUG_DIR).glob("*") if (out / AUG_DIR).is_dir() else ():
+        if old.name not in variants:   # a variant no longer asked for
+            shutil.rmtree(old)
+    return jobs
+
+
+def _remove_stale(folder: Path, keep: set[str]) -> None:
+    for p in folder.glob("shard-*"):   # shards of an older plan or the other format
         if p.name not in keep:
             p.unlink()
-    for p in out.glob(".shard-*.tmp"):   # temp files of a killed run: never read, only disk
+    for p in folder.glob(".shard-*.tmp"):   # temp files of a killed run: never read, only disk
         p.unlink()
-    return jobs
 
 
 def encode_features(cfg: Config, out: Path, device: str, encoder: dict,
@@ -335,15 +377,27 @@ def encode_features(cfg: Config, out: Path, device: str, encoder: dict,
     if not here:
         release_encoder()   # the workers load their own; free this process's copy
     tally = ShardTally()
+    variants = {v: {"clips": 0, "shards": 0, "rejects": []} for v in cfg.features.audio_augment}
+    variant_of = {j["path"]: j["variant"] for j in jobs}
+    variant_seconds = 0.0   # audio of the copies encoded in this run
     for res in map_shards(process_shard, jobs, workers=0 if here else workers, desc="features",
                           scale=cfg.scale, cpus_per_worker=threads, shared_dir=out,
                           gpus_per_worker=cfg.scale.gpus_per_encoder if device == "cuda" else 0):
-        tally.add(res, run)
+        if v := variant_of[res["path"]]:   # its rejects are not the clip's: training uses
+            variants[v]["clips"] += res["n_rows"]          # the clean features instead
+            variants[v]["rejects"] += res["rejects"]
+            variants[v]["shards"] += 1
+            variant_seconds += 0.0 if res["skipped"] else res["seconds"]
+        else:
+            tally.add(res, run)
+    computed = tally.computed_seconds + variant_seconds
     write_json(out / "encoder.json", encoder)
-    return {**encoder, "device": device, "format": cfg.features.format,
-            "audio_seconds": round(tally.seconds, 2), "shards": len(jobs),
+    for v in cfg.features.audio_augment:
+        write_json(variant_dir(out, v) / "encoder.json", encoder)
+    return {**encoder, **({"audio_variants": variants} if variants else {}),
+            "device": device, "format": cfg.features.format,
+            "audio_seconds": round(tally.seconds, 2), "shards": sum(1 for j in jobs if not j["variant"]),
             "shards_resumed": tally.resumed, "workers": workers, "threads_per_worker": threads,
-            # audio encoded in this run per second of it; resumed shards cost nothing, so
-            # they do not count (null when every shard was resumed)
-            "real_time_factor": round(tally.computed_seconds / max(run.seconds, 1e-9), 2)
-            if tally.computed_seconds else None}
+            # audio encoded in this run (the copies' included) per second of it; resumed
+            # shards cost nothing, so they do not count (null when every shard was resumed)
+            "real_time_factor": round(computed / max(run.seconds, 1e-9), 2) if computed else None}

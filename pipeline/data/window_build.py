@@ -11,6 +11,11 @@ Then two passes over the landmark shards, both in workers (map_shards), one shar
    with mmap_mode="r+" and writes its rows at the offsets pass 1 fixed. Files are renamed into
    place only when every worker is done (`write_arrays`), so a split is complete or absent.
 The arithmetic of one window (timing, valid starts, crops, splits) is in windows.py.
+
+Audio augmentation (`features.audio_augment`): for each variant, the training split also gets
+`train/aug/<variant>/{mel,w2v}.npy`, row for row beside train/mel.npy and train/w2v.npy: the
+same spans of the perturbed speech's features. A clip whose variant has no features (rejected
+there) gets its clean ones in that slot, counted (`audio_variant_fallbacks`).
 """
 from __future__ import annotations
 
@@ -28,7 +33,8 @@ import pyarrow.parquet as pq
 from kfusion.config import Config, SplitConfig, WindowsConfig
 from kfusion.shapes import EMOTIONS, N_POINTS, SPLITS, WINDOW_ARRAYS, WindowTiming
 from kfusion.pipeline.data.executor import map_shards
-from kfusion.pipeline.data.features import read_encoder, read_meta, read_shard
+from kfusion.pipeline.data.features import (AUG_DIR, read_encoder, read_meta, read_shard,
+                                            variant_dir)
 from kfusion.pipeline.data.index import read_manifest
 from kfusion.pipeline.data.windows import (WINDOWS_SCHEMA, gt_in_crop, landmark_rows, outside_frame,
                                            reference_frame, valid_starts, window_split)
@@ -45,6 +51,8 @@ class WindowSources:
     encoder: dict                         # features/encoder.json: the content encoder's record
     landmark_shards: list[str]
     bad_features: dict[str, str] = field(default_factory=dict)   # clip id -> what is non-finite
+    # audio variant -> clip id -> (its features shard, (mel frames, encoder frames))
+    variants: dict[str, dict[str, tuple[str, tuple[int, int]]]] = field(default_factory=dict)
 
 
 def read_sources(cfg: Config) -> WindowSources:
@@ -57,6 +65,40 @@ def read_sources(cfg: Config) -> WindowSources:
     manifest = {r["clip_id"]: r for r in read_manifest(cfg.index.out)}
     features_dir = Path(cfg.features.out)
     encoder = read_encoder(features_dir)   # refuses shards of mixed encoders
+    n_feat, where = _feature_index(features_dir)
+    shards, want = sorted(set(where.values())), cfg.features.n_mels
+    if shards and (n_mels := int(read_meta(shards[0]).get("n_mels", want))) != want:
+        raise StageError(f"{shards[0]}: made with {n_mels} mel bands, features.n_mels="
+                         f"{want}; re-run the features stage (dvc repro features)")
+    variants = {}
+    for v in cfg.features.audio_augment:
+        vdir = variant_dir(features_dir, v)
+        if not (vdir / "encoder.json").exists():
+            raise StageError(f"{vdir}: missing; features.audio_augment names {v!r} but the "
+                             f"features stage has not made it (dvc repro features)")
+        if read_encoder(vdir) != encoder:
+            raise StageError(f"{vdir}: made by another encoder than {features_dir}; re-run "
+                             f"the features stage (dvc repro features)")
+        nf, wh = _feature_index(vdir)
+        variants[v] = {c: (wh[c], nf[c]) for c in nf}
+    return WindowSources(manifest, n_feat, where, encoder,
+                         sorted(str(p) for p in Path(cfg.landmarks.out).glob("shard-*.parquet")),
+                         variants=variants)
+
+
+def variant_fingerprints(src: WindowSources) -> dict[str, str]:
+    """audio variant -> a hash of its features shards' fingerprints (in shard order)."""
+    import hashlib
+    out = {}
+    for v, clips in src.variants.items():
+        fps = [read_meta(p).get("fingerprint", "") for p in sorted({sh for sh, _ in clips.values()})]
+        out[v] = hashlib.sha256(json.dumps(fps).encode()).hexdigest()[:16]
+    return out
+
+
+def _feature_index(features_dir: Path) -> tuple[dict[str, tuple[int, int]], dict[str, str]]:
+    """clip id -> (mel frames, encoder frames), and clip id -> its shard, of one features
+    folder (its own shards, not its aug/ subfolders)."""
     n_feat, where = {}, {}
     for p in sorted(features_dir.glob("shard-*")):
         if p.suffix == ".npz":
@@ -69,12 +111,7 @@ def read_sources(cfg: Config) -> WindowSources:
             continue
         for c, a, b in zip(ids, nm, nw):
             n_feat[c], where[c] = (a, b), str(p)
-    shards, want = sorted(set(where.values())), cfg.features.n_mels
-    if shards and (n_mels := int(read_meta(shards[0]).get("n_mels", want))) != want:
-        raise StageError(f"{shards[0]}: made with {n_mels} mel bands, features.n_mels="
-                         f"{want}; re-run the features stage (dvc repro features)")
-    return WindowSources(manifest, n_feat, where, encoder,
-                         sorted(str(p) for p in Path(cfg.landmarks.out).glob("shard-*.parquet")))
+    return n_feat, where
 
 
 def scan_features_shard(path: str) -> dict[str, str]:
@@ -267,7 +304,8 @@ def fill_shard(job: dict[str, Any]) -> int:
     arrays = {s: {k: np.load(job["tmp"][s][k], mmap_mode="r+") for k in WINDOW_ARRAYS}
               for s in {s for it in items for s in it["splits"]}}   # window mode: several
     frames, n_mel, n_tokens = timing.n_frames, timing.n_mel, timing.n_tokens
-    n = 0
+    variants = _variant_features(job, want) if "train" in arrays else {}
+    n, fallbacks = 0, Counter()
     for it in items:
         r, f = lm[it["clip_id"]], feats[it["clip_id"]]
         gt_crop = gt_in_crop(gt[it["clip_id"]], r["crop_box"], job["crop_px"]) \
@@ -282,11 +320,31 @@ def fill_shard(job: dict[str, Any]) -> int:
             a["w2v"][i] = f["w2v"][w0:w0 + n_tokens]                # (n_tokens, feature_dim)
             a["emotion"][i] = it["emotion_id"]
             a["gt_landmarks"][i] = gt_crop[s:s + frames] if gt_crop is not None else np.nan
+            if split == "train":
+                for v, (vf, va) in variants.items():
+                    g = vf.get(it["clip_id"], f)       # rejected there: the clean features
+                    va["mel"][i] = g["mel"][m0:m0 + n_mel]
+                    va["w2v"][i] = g["w2v"][w0:w0 + n_tokens]
+                    fallbacks[v] += g is f
             n += 1
-    for split in arrays.values():
-        for arr in split.values():
-            arr.flush()
-    return n
+    for arr in [*(x for split in arrays.values() for x in split.values()),
+                *(x for _, va in variants.values() for x in va.values())]:
+        arr.flush()
+    return {"windows": n, "audio_variant_fallbacks": dict(fallbacks)}
+
+
+def _variant_features(job: dict[str, Any], want: set[str]) -> dict[str, tuple[dict, dict]]:
+    """audio variant -> (clip id -> its perturbed features, where they have as many frames as
+    the clean ones; its train arrays opened for writing)."""
+    out = {}
+    for v, shards in job["variant_shards"].items():
+        feats = {f["clip_id"]: f for p in shards for f in read_shard(Path(p), want)
+                 if job["n_feat"].get(f["clip_id"]) == (len(f["mel"]), len(f["w2v"]))}
+        out[v] = (feats, {k: np.load(job["tmp_aug"][v][k], mmap_mode="r+") for k in AUG_ARRAYS})
+    return out
+
+
+AUG_ARRAYS = ("mel", "w2v")   # what an audio variant replaces in a training window
 
 
 def array_shapes(timing: WindowTiming, feature_dim: int) -> dict[str, tuple[tuple[int, ...], type]]:
@@ -300,24 +358,40 @@ def array_shapes(timing: WindowTiming, feature_dim: int) -> dict[str, tuple[tupl
 
 
 def write_arrays(out: Path, wp: WindowPlan, src: WindowSources, gt: dict[str, np.ndarray],
-                 timing: WindowTiming, cfg: Config) -> None:
-    """Pass 2: size every split's arrays, fill them in workers, rename them into place."""
+                 timing: WindowTiming, cfg: Config) -> dict[str, int]:
+    """Pass 2: size every split's arrays (and the training split's audio variants'), fill
+    them in workers, rename them into place. Returns the windows per variant that got the
+    clean features (the variant had none for their clip)."""
+    shapes = array_shapes(timing, int(src.encoder["feature_dim"]))
     with contextlib.ExitStack() as stack:
-        tmp: dict[str, dict[str, str]] = {s: {} for s in SPLITS}
-        for s in SPLITS:
-            for k, (shape, dtype) in array_shapes(timing, int(src.encoder["feature_dim"])).items():
-                path = stack.enter_context(atomic_path(out / s / f"{k}.npy"))
-                arr = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=(wp.counts[s], *shape))
-                del arr   # header + size written; workers fill it
-                tmp[s][k] = str(path)
-        jobs = [{"path": shard, "items": items, "tmp": tmp, "timing": timing,
-                 "feature_shards": sorted({src.feature_shard[it["clip_id"]] for it in items}),
-                 "gt": {c: gt[c] for c in {it["clip_id"] for it in items} if c in gt},
-                 "crop_px": cfg.landmarks.crop_px, "identity": cfg.windows.identity}
-                for shard, items in wp.by_shard.items()]
-        written = sum(map_shards(fill_shard, jobs, workers=cfg.preprocess.workers, desc="windows fill"))
+        def new_array(path: Path, k: str, n: int) -> str:
+            shape, dtype = shapes[k]
+            tmp_path = stack.enter_context(atomic_path(path))
+            arr = np.lib.format.open_memmap(tmp_path, mode="w+", dtype=dtype, shape=(n, *shape))
+            del arr   # header + size written; workers fill it
+            return str(tmp_path)
+        tmp = {s: {k: new_array(out / s / f"{k}.npy", k, wp.counts[s]) for k in shapes}
+               for s in SPLITS}
+        tmp_aug = {v: {k: new_array(out / "train" / AUG_DIR / v / f"{k}.npy", k, wp.counts["train"])
+                       for k in AUG_ARRAYS} for v in src.variants}
+        jobs = []
+        for shard, items in wp.by_shard.items():
+            ids = {it["clip_id"] for it in items}
+            jobs.append({"path": shard, "items": items, "tmp": tmp, "tmp_aug": tmp_aug,
+                         "timing": timing,
+                         "feature_shards": sorted({src.feature_shard[c] for c in ids}),
+                         "variant_shards": {v: sorted({m[c][0] for c in ids if c in m})
+                                            for v, m in src.variants.items()},
+                         "n_feat": {c: src.n_feat[c] for c in ids},
+                         "gt": {c: gt[c] for c in ids if c in gt},
+                         "crop_px": cfg.landmarks.crop_px, "identity": cfg.windows.identity})
+        written, fallbacks = 0, Counter({v: 0 for v in src.variants})
+        for res in map_shards(fill_shard, jobs, workers=cfg.preprocess.workers, desc="windows fill"):
+            written += res["windows"]
+            fallbacks.update(res["audio_variant_fallbacks"])
         assert written == sum(wp.counts.values()), (written, wp.counts)
     # leaving the ExitStack renamed every array into place
+    return dict(fallbacks)
 
 
 # ----------------------------------------------------------------------------- tables
@@ -339,19 +413,27 @@ def split_meta(cfg: Config, timing: WindowTiming, encoder: dict, rows: list[dict
 
 
 def write_tables(out: Path, wp: WindowPlan, cfg: Config, timing: WindowTiming, encoder: dict,
-                 n_gt: int) -> None:
-    """windows.parquet (one row per window, in array order) and meta.json of every split."""
+                 n_gt: int, variants: dict[str, str]) -> None:
+    """windows.parquet (one row per window, in array order) and meta.json of every split; the
+    training split's names its audio variants (train/aug/<variant>/), when there are any."""
     for s in SPLITS:
         write_parquet(out / s / "windows.parquet", pa.Table.from_pylist(wp.rows[s], schema=WINDOWS_SCHEMA))
-        write_json(out / s / "meta.json", split_meta(cfg, timing, encoder, wp.rows[s], wp.counts[s],
-                                                     wp.identity_fallbacks, n_gt))
+        meta = split_meta(cfg, timing, encoder, wp.rows[s], wp.counts[s], wp.identity_fallbacks, n_gt)
+        if s == "train" and variants:   # absent when none: the default's meta stays as it was
+            meta["audio_variants"] = list(variants)
+            # what the copies were made from: their shards' fingerprints (a re-made copy
+            # changes this file, and so the data fingerprint a resumed training run checks)
+            meta["audio_variant_shards"] = variants
+        write_json(out / s / "meta.json", meta)
 
 
 def window_metrics(cfg: Config, wp: WindowPlan, src: WindowSources, plans: list[dict],
-                   n_gt: int) -> dict[str, Any]:
+                   n_gt: int, variant_fallbacks: dict[str, int]) -> dict[str, Any]:
     """What reports/windows.json adds to the counts."""
     missing = set(src.manifest) - {p["clip_id"] for p in plans}
-    return {"windows_per_split": wp.counts, "split_by": cfg.split.by,
+    # training windows per audio variant that hold the clean features (the variant's were rejected)
+    variants = {"audio_variant_fallbacks": variant_fallbacks} if variant_fallbacks else {}
+    return {**variants, "windows_per_split": wp.counts, "split_by": cfg.split.by,
             "split_leaky": cfg.split.by == "window", "identity": cfg.windows.identity,
             "identity_leaky": cfg.windows.identity == "window_first",
             "identity_fallbacks": wp.identity_fallbacks,

@@ -14,6 +14,10 @@ generalise. Each is a switch, off by default (docs/training.md gives the measure
   mean, so neither stream can stand in for the other there;
 - channel masking (`channel_masks`): per mask, one band of up to `mel_band` mel bins and a
   random `encoder_fraction` of the encoder's channels set to their window mean.
+- perturbed speech (`audio_p`): the window's mel and encoder states replaced by those of one
+  of `features.audio_augment`'s copies of its clip (pitch-shifted or noisy speech; the
+  features stage caches them, pipeline/data/perturb.py), drawn uniformly. Done first, so the
+  masks apply on top.
 
 Randomness comes from one torch.Generator per training step, seeded from (seed, epoch, step),
 so a resumed run draws exactly what an uninterrupted one would.
@@ -53,18 +57,23 @@ def step_generator(seed: int, epoch: int, step: int) -> torch.Generator:
 SWITCHES = {"mirror_p": ("mirror_p",),
             "similarity_p": ("similarity_p", "rotate_deg", "scale", "shift_px"),
             "time_masks": ("time_masks", "time_mask_s"),
-            "channel_masks": ("channel_masks", "mel_band", "encoder_fraction")}
+            "channel_masks": ("channel_masks", "mel_band", "encoder_fraction"),
+            "audio_p": ("audio_p",)}
 
 
 def enabled(aug) -> bool:
     return any(getattr(aug, switch) > 0 for switch in SWITCHES)
 
 
-def settings_on(aug) -> dict:
+def settings_on(aug, audio_variants: list[str] = ()) -> dict:
     """The settings of the augmentations that are on ({} when none is: the default), as an
-    evaluation record names them."""
-    return {k: getattr(aug, k) for switch, keys in SWITCHES.items()
-            if getattr(aug, switch) > 0 for k in keys}
+    evaluation record names them; with audio_p, the perturbed copies it drew from
+    (features.audio_augment)."""
+    on = {k: getattr(aug, k) for switch, keys in SWITCHES.items()
+          if getattr(aug, switch) > 0 for k in keys}
+    if aug.audio_p > 0:
+        on["audio_variants"] = list(audio_variants)
+    return on
 
 
 def mirror(points: torch.Tensor, centre_px: float) -> torch.Tensor:
@@ -103,6 +112,26 @@ def _mask_channels(x: torch.Tensor, keep: torch.Tensor) -> None:
     drop = ~keep[:, None, :].expand_as(x)
     mean = x.mean(1, keepdim=True).expand_as(x)
     x[drop] = mean[drop]
+
+
+def swap_audio(batch: dict, p: float, read_variant, n_variants: int,
+               gen: torch.Generator) -> dict:
+    """A new batch dict where a share `p` of the windows take the mel and encoder states of
+    a perturbed copy of their speech: read_variant(k, rows) -> (mel, w2v) of variant k for
+    those rows of the split (batch["index"]). Two draws per window: whether, then which."""
+    B = batch["index"].shape[0]
+    on = torch.rand(B, generator=gen) < p
+    which = torch.randint(n_variants, (B,), generator=gen)
+    if not on.any():
+        return batch
+    out = dict(batch)
+    mel, enc = batch["mel"].clone(), batch["w2v"].clone()
+    for k in which[on].unique().tolist():
+        rows = torch.nonzero(on & (which == k)).flatten()
+        m, w = read_variant(k, batch["index"][rows].numpy())
+        mel[rows], enc[rows] = m.to(mel.dtype), w.to(enc.dtype)
+    out["mel"], out["w2v"] = mel, enc
+    return out
 
 
 def augment_batch(batch: dict, aug, crop_px: int, mel_rate_hz: float,

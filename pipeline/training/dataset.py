@@ -41,6 +41,9 @@ class WindowDataset(Dataset):
         n = len(self.clip_ids)
         self.n = min(n, max_windows) if max_windows else n
         self._arrays: dict[str, np.ndarray] | None = None
+        # the training split's perturbed-speech copies (aug/<variant>/{mel,w2v}.npy), if any
+        self.audio_variants: list[str] = list(self.meta.get("audio_variants", []))
+        self._variant_arrays: dict[int, dict[str, np.ndarray]] = {}
 
     def arrays(self) -> dict[str, np.ndarray]:
         if self._arrays is None:
@@ -48,7 +51,17 @@ class WindowDataset(Dataset):
         return self._arrays
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_arrays": None}  # workers re-map the files themselves
+        return {**self.__dict__, "_arrays": None,   # workers re-map the files themselves
+                "_variant_arrays": {}}
+
+    def variant_batch(self, k: int, rows: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mel, w2v) float32 of these rows in audio variant k (self.audio_variants[k])."""
+        if k not in self._variant_arrays:
+            d = self.dir / "aug" / self.audio_variants[k]
+            self._variant_arrays[k] = {a: np.load(d / f"{a}.npy", mmap_mode="r") for a in ("mel", "w2v")}
+        a, i = self._variant_arrays[k], np.asarray(rows, dtype=np.int64)
+        return (torch.from_numpy(np.asarray(a["mel"][i], dtype=np.float32)),
+                torch.from_numpy(np.asarray(a["w2v"][i], dtype=np.float32)))
 
     def __len__(self) -> int:
         return self.n

@@ -209,7 +209,7 @@ def provenance(cfg: Config, trained: Trained, test: WindowDataset, set_name: str
             # which random stream drew the dropout masks (records written before this field
             # existed were all `torch`): two streams' weights differ as two seeds' do
             "dropout_rng": tcfg.train.dropout_rng,
-            "augment": augment.settings_on(tcfg.train.augment),   # what it was trained with, if any
+            "augment": augment.settings_on(tcfg.train.augment, tcfg.features.audio_augment),   # what it was trained with, if any
             "best_epoch": trained.state.get("epoch"), "preset": tcfg.preset,
             **model_switches(tcfg.model),   # fusion, ablation switches, inputs, target
             "differs_from_paper": paper_differences(tcfg),

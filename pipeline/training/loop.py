@@ -244,17 +244,21 @@ def _check_finite(loss: torch.Tensor, batch: dict[str, Any], epoch: int, step: i
 def train_epoch(model: nn.Module, loader: DataLoader, opt: torch.optim.Optimizer,
                 scaler: torch.amp.GradScaler, cfg: Config, loss_fn: Callable, d: Dist,
                 epoch: int, amp: bool) -> float:
-    from kfusion.pipeline.training.augment import augment_batch, enabled, step_generator
+    from kfusion.pipeline.training.augment import augment_batch, enabled, step_generator, swap_audio
     model.train()
     augment_on = enabled(cfg.train.augment)
+    ds = loader.dataset.ds if isinstance(loader.dataset, _Batches) else None
+    audio_p = cfg.train.augment.audio_p
     mel_rate_hz = cfg.audio.sample_rate_hz / cfg.features.hop_length
     loss_sum = torch.zeros(2, dtype=torch.float64, device=d.device)  # (sum, count)
     for step, batch in enumerate(progress(loader, desc=f"epoch {epoch + 1}", leave=False,
                                           disable=None if d.main else True)):
         _check_inputs(batch, epoch, step, d)
         if augment_on:   # drawn from (seed, epoch, step, rank): a resumed run draws the same
-            batch = augment_batch(batch, cfg.train.augment, cfg.landmarks.crop_px, mel_rate_hz,
-                                  step_generator(cfg.seed + d.rank, epoch, step))
+            gen = step_generator(cfg.seed + d.rank, epoch, step)
+            if audio_p > 0:
+                batch = swap_audio(batch, audio_p, ds.variant_batch, len(ds.audio_variants), gen)
+            batch = augment_batch(batch, cfg.train.augment, cfg.landmarks.crop_px, mel_rate_hz, gen)
         inputs, target = model_inputs(batch, d.device), batch["target"].to(d.device)
         with torch.autocast(d.device.type, dtype=torch.float16, enabled=amp):
             pred = model(inputs)                                            # (B, 30, 68, 2)
@@ -386,6 +390,10 @@ def _open_windows(cfg: Config, windows_dir: Path) -> tuple[WindowDataset, Window
     if len(train_ds) == 0:
         raise StageError(f"{windows_dir / 'train'}: no training windows; check the windows "
                          f"stage's metrics and the split settings")
+    if cfg.train.augment.audio_p > 0 and not train_ds.audio_variants:
+        raise StageError(f"train.augment.audio_p: {cfg.train.augment.audio_p}, but "
+                         f"{windows_dir / 'train'} holds no perturbed-speech copies; re-run the "
+                         f"features and windows stages with features.audio_augment set")
     val_ds = WindowDataset(windows_dir / "val") if (windows_dir / "val" / "windows.parquet").exists() \
         else None
     return train_ds, val_ds

@@ -10,12 +10,15 @@ import numpy as np
 import pytest
 import torch
 
-from kfusion.config import AugmentConfig
+from kfusion.config import AugmentConfig, from_dict
+from kfusion.pipeline.io import StageError
 from kfusion.pipeline.training.augment import (MIRROR, augment_batch, enabled, mirror,
-                                               settings_on, similarity, step_generator)
+                                               settings_on, similarity, step_generator,
+                                               swap_audio)
 from kfusion.pipeline.training.checkpoint import load_checkpoint
 from kfusion.pipeline.training.loop import train
 from test_training import _Interrupt, _states_equal  # noqa: F401  (tests/train helpers)
+from train_helpers import tiny_params
 
 CROP = 256
 C = (CROP - 1) / 2
@@ -31,6 +34,10 @@ def test_records_name_the_switches_that_are_on_with_their_settings():
     assert settings_on(on) == {"similarity_p": 0.25, "rotate_deg": 5.0, "scale": 0.05,
                                "shift_px": 4.0, "channel_masks": 3, "mel_band": 4,
                                "encoder_fraction": 0.1}
+    assert enabled(AugmentConfig(audio_p=0.5))
+    assert settings_on(AugmentConfig(audio_p=0.5), ["pitch+2", "noise20"]) == \
+        {"audio_p": 0.5, "audio_variants": ["pitch+2", "noise20"]}
+    assert settings_on(AugmentConfig(), ["pitch+2"]) == {}   # copies made but not drawn from
 
 
 def test_mirror_permutation_pairs_left_and_right():
@@ -131,3 +138,65 @@ def test_training_with_augmentation_differs_and_resumes_exactly(tiny_cfg, window
     assert resumed.resumed_from == 1 and resumed.history == straight.history
     assert _states_equal(load_checkpoint(straight.last)["model"], load_checkpoint(resumed.last)["model"])
     assert np.isfinite([h["train/loss"] for h in straight.history]).all()
+
+
+def _variant_reader(calls: list):
+    """Variant k's (mel, w2v) of split row r: every value 1000 * (k + 1) + r, to read back."""
+    def read(k: int, rows):
+        calls.append((k, list(rows)))
+        v = torch.tensor([1000.0 * (k + 1) + r for r in rows])
+        return v[:, None, None].expand(len(rows), 100, 80), v[:, None, None].expand(len(rows), 49, 384)
+    return read
+
+
+def test_swap_audio_takes_the_drawn_variant_of_the_same_row():
+    b = {**_batch(200), "index": torch.arange(500, 700)}
+    calls: list = []
+    out = swap_audio(b, 0.5, _variant_reader(calls), 3, step_generator(5, 0, 0))
+    g = step_generator(5, 0, 0)     # the draws by hand: whether (B), then which (B)
+    on, which = torch.rand(200, generator=g) < 0.5, torch.randint(3, (200,), generator=g)
+    for i in range(200):
+        if on[i]:
+            want = 1000.0 * (int(which[i]) + 1) + 500 + i
+            assert (out["mel"][i] == want).all() and (out["w2v"][i] == want).all(), i
+        else:
+            assert torch.equal(out["mel"][i], b["mel"][i]) and torch.equal(out["w2v"][i], b["w2v"][i])
+    assert 70 < int(on.sum()) < 130 and sorted(k for k, _ in calls) == [0, 1, 2]   # one read each
+    assert torch.equal(out["target"], b["target"]) and torch.equal(out["identity"], b["identity"])
+    assert out["mel"] is not b["mel"] and not torch.equal(out["mel"], b["mel"])   # input kept
+    none = swap_audio(b, 0.0, _variant_reader(calls := []), 3, step_generator(5, 0, 0))
+    assert none is b and calls == []
+
+
+def _with_variants(windows: Path, names: list[str]) -> None:
+    """train/aug/<v>/{mel,w2v}.npy beside the synthetic windows (their features plus noise),
+    and the train meta naming them, as the windows stage writes them."""
+    import json
+    d = windows / "train"
+    rng = np.random.default_rng(1)
+    for v in names:
+        (d / "aug" / v).mkdir(parents=True)
+        for a in ("mel", "w2v"):
+            x = np.load(d / f"{a}.npy")
+            np.save(d / "aug" / v / f"{a}.npy", (x + 0.5 * rng.standard_normal(x.shape)).astype(x.dtype))
+    meta = json.loads((d / "meta.json").read_text())
+    (d / "meta.json").write_text(json.dumps({**meta, "audio_variants": names}))
+
+
+def test_training_on_perturbed_speech_differs_and_resumes_exactly(tmp_path, windows: Path):
+    def cfg(**train):
+        p = tiny_params(tmp_path, augment={"audio_p": 0.5}, **train)
+        p["features"]["audio_augment"] = ["pitch+2", "noise20"]
+        return from_dict(p, "tiny")
+    with pytest.raises(StageError, match="holds no perturbed-speech copies"):
+        train(cfg(), windows, tmp_path / "none")      # no copies made: one line, not a KeyError
+    _with_variants(windows, ["pitch+2", "noise20"])
+    plain = train(from_dict(tiny_params(tmp_path), "tiny"), windows, tmp_path / "plain")
+    straight = train(cfg(), windows, tmp_path / "a")
+    assert straight.history[0]["train/loss"] != plain.history[0]["train/loss"]
+    cfg_b = cfg(resume_dir=str(tmp_path / "resume_b"))
+    with pytest.raises(_Interrupt):
+        train(cfg_b, windows, tmp_path / "b", interrupt_after_epoch=1)
+    resumed = train(cfg_b, windows, tmp_path / "b")
+    assert resumed.resumed_from == 1 and resumed.history == straight.history
+    assert _states_equal(load_checkpoint(straight.last)["model"], load_checkpoint(resumed.last)["model"])
