@@ -225,3 +225,25 @@ def test_the_evaluate_stage_refuses_features_of_another_encoder(trained, windows
     meta_path.write_text(json.dumps(meta))   # the same encoder: it runs
     assert evaluate_stage.main(["--params", str(params)]) == 0
     assert "encoder: whisper" in json.loads(metrics.read_text())["provenance"]
+
+
+def test_reference_alone_provenance_keys_and_per_corpus_blocks(trained, windows, tmp_path):
+    """`metrics.definition: reference` (not only `both`) adds the authors' numbers; the
+    provenance names its fields as documented; each corpus block has every system's windows."""
+    cfg = from_dict({**yaml.safe_load(yaml.safe_dump(to_dict(trained))),
+                     "metrics": {"definition": "reference", "reference_batch_size": 4}})
+    r = evaluate(cfg, windows, tmp_path / "models" / "last.pt",
+                 outputs=EvalOutputs.under(tmp_path / "e"))
+    demo = r["corpora"]["demo"]
+    assert demo["reference_definition"]["batch_size"] == 4
+    # 16 test windows: 4 full batches of 4, none dropped
+    assert demo["reference_definition"]["model"]["windows_used"] == 16
+    assert demo["reference_definition"]["model"]["windows_dropped"] == 0
+    assert {s: v["windows"] for s, v in demo["vs_reference"].items()} == {
+        "model": 16, "audio_swap": 16, "identity": 16, "mean_motion": 16}
+    prov = r["provenance"]
+    assert (prov["seed"], prov["epochs"], prov["definition"]) == (7, 2, "reference")
+    assert (prov["dropout_rng"], prov["preset"]) == (trained.train.dropout_rng, trained.preset)
+    assert {"split_by", "identity", "best_epoch", "augment"} <= set(prov)
+    assert set(r["emotion_classifier"]) == {"test_accuracy", "test_windows", "chance"}
+    assert (r["emotion_classifier"]["test_windows"], r["emotion_classifier"]["chance"]) == (16, 1 / 8)
