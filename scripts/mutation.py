@@ -27,6 +27,8 @@ import the mutant broke), `timeout` (counted as killed, as mutmut does), `surviv
 `no tests` (no selected test calls the function) or `equivalent` (a survivor listed in
 `EQUIVALENT` with the reason no test can see it; its diff line is checked, so a renumbered
 mutant is not silently excused). Score = (killed + timeout) / (mutants - equivalent).
+Survivors that change no result (a message, a label) stay survivors; `NOT_RESULTS` only
+records why they were left.
 bench/results/mutation.json holds one block per --label; docs/reliability.md's table is
 generated from it by scripts/tables.py.
 """
@@ -69,8 +71,54 @@ PACKAGES = {"kfusion": "kfusion", "model": "kfusion/model", "pipeline": "kfusion
 NOT_MUTATED = ("plot_qualitative", "identity_images")
 ALSO_COPY = ("tests", "scripts", "params.yaml", "pyproject.toml", "dvc.yaml")   # what tests read
 KILLED = ("killed", "timeout")
-# Survivors no test can tell apart from the original: mutant -> (its "+" line, why).
-EQUIVALENT: dict[str, tuple[str, str]] = {}
+# Survivors no test can tell apart from the original: mutant -> (its "+" line, why). They
+# leave the score's denominator.
+EQUIVALENT: dict[str, tuple[str, str]] = {
+    "kfusion.model.kan.x__span_position__mutmut_12": (
+        "t = ((x - start) / step).clamp(-1, grid_size + 3 * order)  # (N, in), knot units",
+        "any upper clamp >= G + 2k puts every basis column of an input beyond the grid at or "
+        "past G + k, where `_columns` marks it outside and its value (and gradient) is 0"),
+    "kfusion.pipeline.training.bootstrap.x_mean_over_seeds__mutmut_3": (
+        "clips = sorted(set().union(*per_seed)) if (per_seed) or True else []",
+        "with no seeds, set().union() is already empty: [] either way"),
+    "kfusion.pipeline.training.bootstrap.x_paired_bootstrap__mutmut_22": (
+        'return PairedDifference(float("NAN"), float("nan"), float("nan"), 0, level)',
+        'float() parses "NAN" as "nan": the same value'),
+    "kfusion.pipeline.training.bootstrap.x_paired_bootstrap__mutmut_43": (
+        "means = d[rng.integers(len(d), size=(n_boot, len(d)))].mean(axis=1)   # (n_boot,)",
+        "Generator.integers(n) is integers(0, n): the same range and the same draws"),
+    "kfusion.pipeline.training.metrics.x_pearson__mutmut_7": (
+        "a, b = a - a.mean(+1, keepdim=True), b - b.mean(-1, keepdim=True)",
+        "pearson takes (N, T) rows (its contract; mouth_opening's output): dim 1 is dim -1"),
+    "kfusion.pipeline.training.metrics.x_summarise__mutmut_13": (
+        'out.update({k: float(vals[k].mean()) if n else float("NAN") for k in METRIC_NAMES})',
+        'float() parses "NAN" as "nan": the same value'),
+}
+# Survivors that change no result (a message, a label, a progress bar, the device): left
+# unkilled on purpose and counted as survived; the reason goes into the JSON beside them.
+NOT_RESULTS: dict[str, tuple[str, str]] = {
+    "kfusion.pipeline.training.evaluation.x__score__mutmut_27": (
+        "loader = DataLoader(test, shuffle=False, num_workers=0)",
+        "evaluate.batch_size only sets how many windows go through the model at once; every "
+        "number is per window (reference batches are re-formed by ReferenceAccumulator)"),
+    "kfusion.pipeline.training.evaluation.x__score__mutmut_36": (
+        "for step, batch in enumerate(progress(loader, )):", "the progress bar's label"),
+    "kfusion.pipeline.training.evaluation.x__score__mutmut_40": (
+        "check_finite_inputs(batch, None)",
+        "the non-finite error's context; tests/train/test_non_finite_batches.py checks it "
+        "through the stage (a subprocess, outside the fast selection)"),
+    "kfusion.pipeline.training.evaluation.x_evaluate__mutmut_3": (
+        "device = None", "visible only with an accelerator: on a CPU-only machine the "
+        "checkpoint and batches stay on the CPU either way"),
+    "kfusion.pipeline.training.evaluation.x_evaluate__mutmut_20": (
+        "raise FileNotFoundError(None)", "the message of the no-test-windows error"),
+    "kfusion.pipeline.training.evaluation.x__corpus_block__mutmut_41": (
+        '"label": "THE AUTHORS\' CODE (METRIX/LM.PY): BATCH FROBENIUS NORM IN MIN-MAX SCALED "',
+        "the reference block's prose label"),
+    "kfusion.pipeline.training.evaluation.x__corpus_block__mutmut_43": (
+        '"UNITS OVER FIXED BATCHES OF ONE CORPUS (LAST PARTIAL BATCH DROPPED); "',
+        "the reference block's prose label"),
+}
 
 
 def ensure_mutmut() -> Path:
@@ -198,10 +246,11 @@ def collect(root: Path, cache: Path) -> list[dict]:
         text = row["diff"].splitlines()
         row["file"] = path
         row["line"], row["change"] = locate(row["diff"], source, top, end)
-        eq = EQUIVALENT.get(row["mutant"])
-        if row["status"] == "survived" and eq and any(
-                ln[1:].strip() == eq[0] for ln in text if ln.startswith("+") and not ln.startswith("+++")):
-            row["status"], row["reason"] = "equivalent", eq[1]
+        added = {ln[1:].strip() for ln in text if ln.startswith("+") and not ln.startswith("+++")}
+        for table, status in ((EQUIVALENT, "equivalent"), (NOT_RESULTS, "survived")):
+            note = table.get(row["mutant"])
+            if row["status"] == "survived" and note and note[0] in added:
+                row["status"], row["reason"] = status, note[1]
         del row["diff"]
     return rows
 
@@ -251,11 +300,13 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     cache = ensure_mutmut()
+    commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", args.ref],
+                            capture_output=True, text=True, check=True).stdout.strip()
     root = Path(tempfile.mkdtemp(prefix="kfusion-mutation-"))
     log = root / "mutmut.log"
     t0 = time.time()
     try:
-        tests = stage(root, args.ref)
+        tests = stage(root, commit)
         gen = subprocess.run([sys.executable, "-c", GENERATE, str(args.jobs), *TARGETS.values()],
                              cwd=root, env={**os.environ, "PYTHONPATH": str(cache)},
                              capture_output=True, text=True, check=True)
@@ -276,8 +327,6 @@ def main(argv: list[str] | None = None) -> int:
         else:
             shutil.rmtree(root, ignore_errors=True)
 
-    commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", args.ref],
-                            capture_output=True, text=True).stdout.strip()
     command = f"python scripts/mutation.py --label {args.label}" + (
         f" --per-file {args.per_file}" if args.per_file != 60 else "") + (
         f" --seed {args.seed}" if args.seed else "")
