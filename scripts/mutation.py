@@ -297,7 +297,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--jobs", type=int, default=2, help="mutmut's --max-children")
     ap.add_argument("--keep", action="store_true", help="keep the staged folder (prints it)")
     ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--collect-from", type=Path, metavar="DIR",
+                    help="re-read a --keep'd run's folder into the label's existing block "
+                         "(after editing EQUIVALENT / NOT_RESULTS); nothing is re-run")
     args = ap.parse_args(argv)
+    if args.collect_from:
+        return recollect(args)
 
     cache = ensure_mutmut()
     commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", args.ref],
@@ -338,8 +343,30 @@ def main(argv: list[str] | None = None) -> int:
                                       "generated": picked[TARGETS[p]]["generated"],
                                       "eligible": picked[TARGETS[p]]["eligible"]} for p in TARGETS},
              "total": summarise(rows),
-             "not_killed": sorted((r for r in rows if r["status"] not in KILLED),
-                                  key=lambda r: (r["file"], r["line"], r["mutant"]))}
+             **_results(rows)}
+    write(args, block)
+    return 0
+
+
+def _results(rows: list[dict]) -> dict:
+    """The survivors in full, and every tested mutant in one line (to compare two runs)."""
+    order = sorted(rows, key=lambda r: (r["file"], r["line"], r["mutant"]))
+    return {"not_killed": [r for r in order if r["status"] not in KILLED],
+            "tested": [f"{r['status']} {r['file']}:{r['line']} {r['change']}" for r in order]}
+
+
+def recollect(args: argparse.Namespace) -> int:
+    data = json.loads(args.out.read_text())
+    block = data[args.label]
+    rows = collect(args.collect_from, ensure_mutmut())
+    for stem, f in block["files"].items():
+        f.update(summarise([r for r in rows if r["file"] == f["path"]]))
+    block.update(total=summarise(rows), **_results(rows))
+    write(args, block)
+    return 0
+
+
+def write(args: argparse.Namespace, block: dict) -> None:
     data = json.loads(args.out.read_text()) if args.out.exists() else {}
     data[args.label] = block
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -350,7 +377,6 @@ def main(argv: list[str] | None = None) -> int:
           f"({t['equivalent']} equivalent excluded; "
           + ", ".join(f"{k} {v['killed_of_scored']}" for k, v in block["files"].items())
           + f"; {block['seconds']} s) -> {shown}")
-    return 0
 
 
 if __name__ == "__main__":

@@ -244,6 +244,9 @@ def test_reference_alone_provenance_keys_and_per_corpus_blocks(trained, windows,
     prov = r["provenance"]
     assert (prov["seed"], prov["epochs"], prov["definition"]) == (7, 2, "reference")
     assert (prov["dropout_rng"], prov["preset"]) == (trained.train.dropout_rng, trained.preset)
-    assert {"split_by", "identity", "best_epoch", "augment"} <= set(prov)
+    assert {"split_by", "augment"} <= set(prov)
+    assert prov["identity"] == "clip"               # the synthetic windows' meta.json
+    epoch = torch.load(tmp_path / "models" / "last.pt", map_location="cpu", weights_only=False)["epoch"]
+    assert prov["best_epoch"] == epoch
     assert set(r["emotion_classifier"]) == {"test_accuracy", "test_windows", "chance"}
     assert (r["emotion_classifier"]["test_windows"], r["emotion_classifier"]["chance"]) == (16, 1 / 8)
