@@ -128,7 +128,9 @@ AUGMENTS = (("none (the default)", "", ()),
             ("time masks (`time_masks=2`)", "time-masks", ("train.augment.time_masks=2",)),
             ("channel masks (`channel_masks=2`)", "channel-masks", ("train.augment.channel_masks=2",)),
             ("all four", "all", ("train.augment.mirror_p=0.5", "train.augment.similarity_p=0.5",
-                                 "train.augment.time_masks=2", "train.augment.channel_masks=2")))
+                                 "train.augment.time_masks=2", "train.augment.channel_masks=2")),
+            ("perturbed speech (`audio_p=0.5`: pitch ±2, noise 20 dB)", "speech",
+             ("'features.audio_augment=[pitch+2,pitch-2,noise20]'", "train.augment.audio_p=0.5")))
 
 
 def augment_folder(corpus: str, slug: str) -> str:
@@ -212,6 +214,7 @@ RUN: tuple[tuple[str, str], ...] = (
      "python bench/repro.py -S train.dropout_rng=torch --out bench/results/repro_torch.json"),
     ("bench/results/demo_detector.json", "python bench/demo_detector.py --stride 2"),
     ("bench/results/features_tiny.json", "python bench/features.py --tiny --sizes 30 250"),
+    ("bench/results/mutation.json", "python scripts/mutation.py --label before"),
     ("bench/results/*.json", "python bench/{stem}.py"),
 )
 
@@ -533,6 +536,22 @@ TABLES: tuple[Table, ...] = (
         ("exit code of {key}", "exit_codes.*", "{}"),
         ("seconds in {key}", "stage_seconds.*", SECONDS),
         ("seconds to build the corpus", "build_seconds", SECONDS))),
+
+    Table("mutation-score", (Col("mutmut's mutants (drawing code left out)", "eligible", fmt=COUNT),
+                             Col("mutants tested", "mutants", fmt=COUNT),
+                             Col("equivalent (excluded)", "equivalent", fmt=COUNT),
+                             Col("killed", "killed", fmt=COUNT), Col("score", "score", fmt=SHARE)),
+          tuple(Row(f"{label}: {name}", f"{label}.{key}")
+                for label in ("before", "after")
+                for name, key in (*((f"`{path}`", f"files.{Path(path).stem}") for path in (
+                    "pipeline/training/metrics.py", "model/loss.py", "model/kan.py",
+                    "pipeline/training/evaluation.py", "pipeline/training/bootstrap.py")),
+                    ("all five", "total"))),
+          file="bench/results/mutation.json", label="tests, file"),
+    Table("mutation-survivors", (Col("status", "status", fmt="{}"), Col("mutant", "change", fmt="{}"),
+                                 Col("why it is left", "reason", fmt="{}")),
+          (Row("`{file}`:{line}", "after.not_killed.*"),), file="bench/results/mutation.json",
+          label="after: not killed"),
 
     # ---- docs/scale.md
     Table("scale-bench", (Col("clips", "clips", fmt=COUNT), Col("wall s", "wall_s", fmt=SECONDS),
