@@ -146,6 +146,21 @@ def augment_table(name: str, corpus: str, sets: tuple[str, ...]) -> Table:
     return Table(name, cols, rows, label="Proposed, `train.augment`", best="min")
 
 
+# The checkpoint evaluated (best.pt: the epoch of lowest validation loss) beside the last
+# epoch's, per row, means over its seeds (scripts/checkpoint_selection.py).
+SELECTION = "metrics/checkpoint_selection"
+
+
+def selection_table(name: str) -> Table:
+    cols = (Col("selected epochs", "selected_epochs", fmt="{}", best="none"),
+            Col("best.pt: M-LD", "best.M-LD"), Col("best.pt: mouth r", "best.mouth_r", best="max"),
+            Col("last.pt: M-LD", "last.M-LD"), Col("last.pt: mouth r", "last.mouth_r", best="max"))
+    rows = (Row("augment: mirror", "rows.proposed", f"{SELECTION}/demo-aug-mirror.json"),
+            Row("augment: all four", "rows.proposed", f"{SELECTION}/demo-aug-all.json"),
+            *(Row(label, f"rows.{slug}", f"{SELECTION}/demo.json") for label, slug in ABLATIONS))
+    return Table(name, cols, rows, label="demo, 20 epochs, mean over seeds", best="none")
+
+
 # The five defaults that made the model learn audio -> mouth (docs/model.md), turned on one
 # step at a time: (label, file stem, the `-S` switches that give the step; None = the defaults).
 BEFORE = {"model.local_attention_s": "0", "model.mel_norm": "none", "model.token_to_frame": "conv",
@@ -203,6 +218,8 @@ RUN: tuple[tuple[str, str], ...] = (
     ("metrics/ablations/demo-identity-clip/*",
      "python scripts/ablations.py --corpus demo-identity-clip --rows proposed -S windows.identity=clip"),
     ("metrics/ablations/demo/*", "python scripts/ablations.py"),
+    (f"{SELECTION}/*", "python scripts/checkpoint_selection.py --corpus {stem} (where the DVC "
+                       "cache of the runs behind metrics/ablations/{stem} is)"),
     *((f"metrics/fix/{stem}.json",
        "dvc exp run " + " ".join(f"-S {k}={v}" for k, v in sets.items())
        + f" && mkdir -p metrics/fix && cp reports/evaluate.json metrics/fix/{stem}.json")
@@ -279,6 +296,7 @@ TABLES: tuple[Table, ...] = (
     switches_table("demo-ablation-switches", "demo"),
     identity_table("demo-identity", "demo"),
     augment_table("demo-augment", "demo", ("test",)),
+    selection_table("demo-checkpoint-selection"),
     Table("demo-groundtruth", metric_columns(),
           tuple(Row(label, f"corpora.demo.vs_ground_truth.{k}") for label, k in (
               ("Proposed", "model"), ("control: the model on another clip's audio", "audio_swap"),
