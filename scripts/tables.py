@@ -161,6 +161,15 @@ def selection_table(name: str) -> Table:
     return Table(name, cols, rows, label="demo, 20 epochs, mean over seeds", best="none")
 
 
+def audio_copies_table(name: str) -> Table:
+    """bench/audio_augment.py: each perturbed copy's cost and what it does to the speech."""
+    cols = (Col("perturb, real-time factor", "perturb_real_time_factor", fmt="{:.4f}", best="none"),
+            Col("Whisper word error rate", "whisper_word_error_rate", best="none"),
+            Col("encoder cosine to clean", "encoder_cosine_to_clean", best="none"))
+    return Table(name, cols, (Row("{key}", "copies.*"),), file="bench/results/audio_augment.json",
+                 label="copy (24 GRID s1 clips)")
+
+
 # The five defaults that made the model learn audio -> mouth (docs/model.md), turned on one
 # step at a time: (label, file stem, the `-S` switches that give the step; None = the defaults).
 BEFORE = {"model.local_attention_s": "0", "model.mel_norm": "none", "model.token_to_frame": "conv",
@@ -228,6 +237,7 @@ RUN: tuple[tuple[str, str], ...] = (
     ("bench/results/landmarks_grid.json",
      "python bench/landmarks.py --corpus grid --out bench/results/landmarks_grid.json"),
     ("bench/results/landmarks.json", "python bench/landmarks.py --corpus demo"),
+    ("bench/results/audio_augment.json", "python bench/audio_augment.py"),
     ("bench/results/repro_torch.json",
      "python bench/repro.py -S train.dropout_rng=torch --out bench/results/repro_torch.json"),
     ("bench/results/demo_detector.json", "python bench/demo_detector.py --stride 2"),
@@ -282,6 +292,10 @@ BENCH_FIGURES = (
      "summary.landmarks.local_clips_per_s.16", "{:.2f}"),
     ("scale: Ray's fixed overhead, landmarks, s", "scale",
      "summary.landmarks.ray_fixed_overhead_s", "{:.1f}"),
+    ("audio augmentation, `pitch+2` copy, real-time factor of the perturbation", "audio_augment",
+     "copies.pitch+2.perturb_real_time_factor", "{:.4f}"),
+    ("... Whisper tiny.en word error rate on GRID, `pitch+2` copy", "audio_augment",
+     "copies.pitch+2.whisper_word_error_rate", "{:.3f}"),
 )
 
 TABLES: tuple[Table, ...] = (
@@ -298,6 +312,7 @@ TABLES: tuple[Table, ...] = (
     identity_table("demo-identity", "demo"),
     augment_table("demo-augment", "demo", ("test",)),
     selection_table("demo-checkpoint-selection"),
+    audio_copies_table("audio-augment-copies"),
     Table("demo-groundtruth", metric_columns(),
           tuple(Row(label, f"corpora.demo.vs_ground_truth.{k}") for label, k in (
               ("Proposed", "model"), ("control: the model on another clip's audio", "audio_swap"),
