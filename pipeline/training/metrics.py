@@ -49,7 +49,9 @@ AUTHORS_MOUTH: tuple[int, ...] = (*MOUTH_INDICES[1:], MOUTH_INDICES[0])
 
 
 def _as_tensor(x: np.ndarray | torch.Tensor) -> torch.Tensor:
-    return x if isinstance(x, torch.Tensor) else torch.from_numpy(np.asarray(x))
+    """A tensor of x; an array is copied (a memory-mapped window array is read-only, and
+    torch warns on a tensor over read-only memory)."""
+    return x if isinstance(x, torch.Tensor) else torch.from_numpy(np.array(x))
 
 
 def velocity(x: torch.Tensor) -> torch.Tensor:
