@@ -21,6 +21,8 @@ EMOTIONS: tuple[str, ...] = (
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 # One memory-mapped .npy per array in data/windows/<split>/ (docs/data.md has the shapes).
 WINDOW_ARRAYS: tuple[str, ...] = ("landmarks", "identity", "mel", "w2v", "emotion", "gt_landmarks")
+# train/aug/<copy>/: what a copy of the speech (features.audio_augment) replaces in a window
+AUG_ARRAYS: tuple[str, ...] = ("mel", "w2v")
 
 # wav2vec2 runs on 16 kHz audio; its conv feature stack (kernels 10,3,3,3,3,2,2; strides
 # 5,2,2,2,2,2,2) has a 400-sample receptive field and a 320-sample hop: 50 frames/s.

@@ -18,7 +18,6 @@ mean-motion baseline with a mouth that ignored the speech. Their best.pt was epo
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import statistics
 import subprocess
@@ -28,20 +27,14 @@ from pathlib import Path
 
 import yaml
 
+from kfusion.pipeline.training.dataset import file_sha256   # the hash records name
+
 OUT = Path("metrics/checkpoint_selection")
 FIELDS = ("M-LD", "M-LVD", "mouth_r")
 
 
 def cache_file(cache: Path, md5: str) -> Path:
     return cache / "files" / "md5" / md5[:2] / md5[2:]
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
 
 
 def cached_models(cache: Path) -> dict[str, dict]:
@@ -57,7 +50,7 @@ def cached_models(cache: Path) -> dict[str, dict]:
         files = {e.get("relpath"): cache_file(cache, e.get("md5", "")) for e in entries
                  if isinstance(e, dict)}
         if files.get("best.pt", Path("-")).exists() and files.get("last.pt", Path("-")).exists():
-            out[sha256(files["best.pt"])] = {"manifest": manifest.name, "best": files["best.pt"],
+            out[file_sha256(files["best.pt"])] = {"manifest": manifest.name, "best": files["best.pt"],
                                              "last": files["last.pt"], "summary": files.get("train.json")}
     return out
 

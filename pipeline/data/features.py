@@ -37,7 +37,8 @@ from kfusion.shapes import ENCODER_SAMPLE_RATE_HZ, W2V_RECEPTIVE_SAMPLES
 from kfusion.pipeline.data.encoders import EncoderMismatch, build_encoder, check_same, describe
 from kfusion.pipeline.data.executor import map_shards
 from kfusion.pipeline.data.perturb import VERSION as PERTURB_VERSION, perturb
-from kfusion.pipeline.data.shards import SHARD_GLOB, ShardTally, plan_shards, shard_meta, write_shard
+from kfusion.pipeline.data.shards import (SHARD_GLOB, ShardTally, clean_stale, plan_shards,
+                                          shard_meta, write_shard)
 from kfusion.pipeline.io import StageError, StageRun, atomic_path, write_json
 
 SCHEMA_VERSION = 2   # 2: any content encoder (its record and width in the metadata)
@@ -234,8 +235,8 @@ def process_shard(job: dict[str, Any]) -> dict[str, Any]:
                 "n_rows": meta.get("n_rows", 0), "seconds": meta.get("seconds", 0.0)}
     encoder, mel_tf = worker_encoder(job)
     clips = read_clips(job["sources"], ids)
-    if job.get("variant"):
-        variant = parse_variant(job["variant"])
+    variant = parse_variant(job["variant"]) if job.get("variant") else None
+    if variant:
         clips = [(cid, perturb(x, variant, cid)) for cid, x in clips]
     usable, rejects = usable_clips(clips)
     states = encoder.encode_many([x for _, x in usable])
@@ -250,8 +251,8 @@ def process_shard(job: dict[str, Any]) -> dict[str, Any]:
         seconds += len(x) / ENCODER_SAMPLE_RATE_HZ
     meta = {"schema_version": SCHEMA_VERSION, "fingerprint": fp, **job["encoder"],
             "n_mels": job["cfg"].n_mels, "rejects": rejects, "n_rows": len(rows), "seconds": seconds}
-    if job.get("variant"):
-        meta["audio_variant"] = parse_variant(job["variant"]).record()
+    if variant:
+        meta["audio_variant"] = variant.record()
     write_features(path, rows, meta, ids)
     return {"path": str(path), "skipped": False, "rejects": rejects, "n_rows": len(rows),
             "seconds": seconds}
@@ -348,20 +349,13 @@ def feature_jobs(cfg: Config, out: Path, encoder: dict, device: str) -> list[dic
                          "encoder": encoder, "device": device, "threads": threads,
                          "variant": variant})
         folder.mkdir(parents=True, exist_ok=True)
-        _remove_stale(folder, {feature_shard_path(folder, k, cfg.features.format).name
-                               for k in range(len(plan))})
+        # shards of an older plan or the other format, temp files of a killed run
+        clean_stale(folder, [feature_shard_path(folder, k, cfg.features.format)
+                             for k in range(len(plan))])
     for old in (out / AUG_DIR).glob("*") if (out / AUG_DIR).is_dir() else ():
         if old.name not in variants:   # a variant no longer asked for
             shutil.rmtree(old)
     return jobs
-
-
-def _remove_stale(folder: Path, keep: set[str]) -> None:
-    for p in folder.glob("shard-*"):   # shards of an older plan or the other format
-        if p.name not in keep:
-            p.unlink()
-    for p in folder.glob(".shard-*.tmp"):   # temp files of a killed run: never read, only disk
-        p.unlink()
 
 
 def encode_features(cfg: Config, out: Path, device: str, encoder: dict,
@@ -377,26 +371,23 @@ def encode_features(cfg: Config, out: Path, device: str, encoder: dict,
     if not here:
         release_encoder()   # the workers load their own; free this process's copy
     tally = ShardTally()
-    variants = {v: {"clips": 0, "shards": 0, "rejects": []} for v in cfg.features.audio_augment}
+    variants = {v: ShardTally() for v in cfg.features.audio_augment}
     variant_of = {j["path"]: j["variant"] for j in jobs}
-    variant_seconds = 0.0   # audio of the copies encoded in this run
     for res in map_shards(process_shard, jobs, workers=0 if here else workers, desc="features",
                           scale=cfg.scale, cpus_per_worker=threads, shared_dir=out,
                           gpus_per_worker=cfg.scale.gpus_per_encoder if device == "cuda" else 0):
         if v := variant_of[res["path"]]:   # its rejects are not the clip's: training uses
-            variants[v]["clips"] += res["n_rows"]          # the clean features instead
-            variants[v]["rejects"] += res["rejects"]
-            variants[v]["shards"] += 1
-            variant_seconds += 0.0 if res["skipped"] else res["seconds"]
+            variants[v].add(res, None)     # the clean features instead
         else:
             tally.add(res, run)
-    computed = tally.computed_seconds + variant_seconds
+    computed = tally.computed_seconds + sum(t.computed_seconds for t in variants.values())
     write_json(out / "encoder.json", encoder)
     for v in cfg.features.audio_augment:
         write_json(variant_dir(out, v) / "encoder.json", encoder)
-    return {**encoder, **({"audio_variants": variants} if variants else {}),
+    copies = {v: {"clips": t.rows, "shards": t.shards, "rejects": t.rejects} for v, t in variants.items()}
+    return {**encoder, **({"audio_variants": copies} if copies else {}),
             "device": device, "format": cfg.features.format,
-            "audio_seconds": round(tally.seconds, 2), "shards": sum(1 for j in jobs if not j["variant"]),
+            "audio_seconds": round(tally.seconds, 2), "shards": tally.shards,
             "shards_resumed": tally.resumed, "workers": workers, "threads_per_worker": threads,
             # audio encoded in this run (the copies' included) per second of it; resumed
             # shards cost nothing, so they do not count (null when every shard was resumed)

@@ -8,7 +8,7 @@ what makes preprocessing resumable without a partial file ever being visible.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -95,12 +95,23 @@ class ShardTally:
     seconds: float = 0.0            # audio in every shard
     computed_seconds: float = 0.0   # audio in the shards this run made (not resumed)
     resumed: int = 0                # shards found complete and kept
+    shards: int = 0
+    # without a run: the rows and rejects of the shards counted (e.g. the features stage's
+    # audio variants, whose rejects are not the stage's)
+    rows: int = 0
+    rejects: list = field(default_factory=list)
 
-    def add(self, res: dict[str, Any], run: StageRun) -> None:
-        """Count one shard's result; its rejects and processed clips go on `run`."""
-        for clip_id, reason, message in res["rejects"]:
-            run.reject(clip_id, reason, message)
-        run.processed += res["n_rows"]
+    def add(self, res: dict[str, Any], run: StageRun | None) -> None:
+        """Count one shard's result; its rejects and processed clips go on `run`, or are
+        kept here when there is none."""
+        if run is None:
+            self.rows += res["n_rows"]
+            self.rejects += res["rejects"]
+        else:
+            for clip_id, reason, message in res["rejects"]:
+                run.reject(clip_id, reason, message)
+            run.processed += res["n_rows"]
+        self.shards += 1
         self.seconds += res["seconds"]
         self.computed_seconds += 0.0 if res["skipped"] else res["seconds"]
         self.resumed += res["skipped"]

@@ -20,6 +20,7 @@ there) gets its clean ones in that slot, counted (`audio_variant_fallbacks`).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -31,7 +32,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from kfusion.config import Config, SplitConfig, WindowsConfig
-from kfusion.shapes import EMOTIONS, N_POINTS, SPLITS, WINDOW_ARRAYS, WindowTiming
+from kfusion.shapes import AUG_ARRAYS, EMOTIONS, N_POINTS, SPLITS, WINDOW_ARRAYS, WindowTiming
 from kfusion.pipeline.data.executor import map_shards
 from kfusion.pipeline.data.features import (AUG_DIR, read_encoder, read_meta, read_shard,
                                             variant_dir)
@@ -88,7 +89,6 @@ def read_sources(cfg: Config) -> WindowSources:
 
 def variant_fingerprints(src: WindowSources) -> dict[str, str]:
     """audio variant -> a hash of its features shards' fingerprints (in shard order)."""
-    import hashlib
     out = {}
     for v, clips in src.variants.items():
         fps = [read_meta(p).get("fingerprint", "") for p in sorted({sh for sh, _ in clips.values()})]
@@ -342,9 +342,6 @@ def _variant_features(job: dict[str, Any], want: set[str]) -> dict[str, tuple[di
                  if job["n_feat"].get(f["clip_id"]) == (len(f["mel"]), len(f["w2v"]))}
         out[v] = (feats, {k: np.load(job["tmp_aug"][v][k], mmap_mode="r+") for k in AUG_ARRAYS})
     return out
-
-
-AUG_ARRAYS = ("mel", "w2v")   # what an audio variant replaces in a training window
 
 
 def array_shapes(timing: WindowTiming, feature_dim: int) -> dict[str, tuple[tuple[int, ...], type]]:

@@ -23,7 +23,8 @@ from torch.utils.data import Dataset
 
 from kfusion.pipeline.io import StageError
 from kfusion.pipeline.data.encoders import record_of
-from kfusion.shapes import SPLITS, WINDOW_ARRAYS
+from kfusion.pipeline.data.features import AUG_DIR
+from kfusion.shapes import AUG_ARRAYS, SPLITS, WINDOW_ARRAYS
 
 
 class WindowDataset(Dataset):
@@ -57,8 +58,8 @@ class WindowDataset(Dataset):
     def variant_batch(self, k: int, rows: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
         """(mel, w2v) float32 of these rows in audio variant k (self.audio_variants[k])."""
         if k not in self._variant_arrays:
-            d = self.dir / "aug" / self.audio_variants[k]
-            self._variant_arrays[k] = {a: np.load(d / f"{a}.npy", mmap_mode="r") for a in ("mel", "w2v")}
+            d = self.dir / AUG_DIR / self.audio_variants[k]
+            self._variant_arrays[k] = {a: np.load(d / f"{a}.npy", mmap_mode="r") for a in AUG_ARRAYS}
         a, i = self._variant_arrays[k], np.asarray(rows, dtype=np.int64)
         return (torch.from_numpy(np.asarray(a["mel"][i], dtype=np.float32)),
                 torch.from_numpy(np.asarray(a["w2v"][i], dtype=np.float32)))
