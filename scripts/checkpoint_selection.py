@@ -30,6 +30,10 @@ import yaml
 from kfusion.pipeline.training.dataset import file_sha256   # the hash records name
 
 OUT = Path("metrics/checkpoint_selection")
+ABLATIONS = Path("metrics/ablations")
+# what made a run, copied from its evaluation record into each run's entry
+PROVENANCE = ("corpora", "encoder", "encoder_fallback", "seed", "checkpoint_sha256",
+              "dropout_rng", "augment", "differs_from_paper")
 FIELDS = ("M-LD", "M-LVD", "mouth_r")
 
 
@@ -86,7 +90,17 @@ def summarise(runs: list[dict]) -> dict:
     return out
 
 
+def record_provenance(rec: dict) -> dict:
+    """An evaluation record's provenance (a report's dict, or a DVC record's `key: value` list)."""
+    prov = rec["provenance"]
+    return dict(p.split(": ", 1) for p in prov) if isinstance(prov, list) else prov
+
+
 def write(corpus: str, runs: list[dict]) -> None:
+    """The file, each run with its record's provenance (the test split's record)."""
+    for run in runs:
+        rec = json.loads((ABLATIONS / corpus / run["row"] / f"seed-{run['seed']}" / "test.json").read_text())
+        run["provenance"] = {k: record_provenance(rec).get(k) for k in PROVENANCE}
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / f"{corpus}.json").write_text(json.dumps(
         {"corpus": corpus, "runs": runs, "rows": summarise(runs)}, indent=2) + "\n")
@@ -112,10 +126,9 @@ def main(argv: list[str] | None = None) -> int:
     models = cached_models(cache)
     for corpus in args.corpus:
         rows = []
-        for rec_path in sorted(Path("metrics/ablations", corpus).glob("*/seed-*/test.json")):
+        for rec_path in sorted((ABLATIONS / corpus).glob("*/seed-*/test.json")):
             rec = json.loads(rec_path.read_text())
-            prov = dict(p.split(": ", 1) for p in rec["provenance"]) if isinstance(rec["provenance"], list) \
-                else rec["provenance"]
+            prov = record_provenance(rec)
             found = models.get(prov["checkpoint_sha256"])
             base = {"row": rec_path.parent.parent.name, "seed": int(prov["seed"])}
             if not found:

@@ -59,3 +59,17 @@ def test_rows_average_the_seeds_that_were_found():
     assert cs.summarise(runs) == {"proposed": {
         "seeds": 2, "selected_epochs": [12, 2],
         "best": {"M-LD": 3.5, "mouth_r": 0.5}, "last": {"M-LD": 3.1, "mouth_r": 0.8}}}
+
+
+def test_each_run_names_what_made_it_from_its_record(tmp_path, monkeypatch):
+    cs = _script()
+    monkeypatch.chdir(tmp_path)
+    rec = tmp_path / "metrics/ablations/demo-x/proposed/seed-7/test.json"
+    rec.parent.mkdir(parents=True)
+    prov = {"corpora": ["demo"], "encoder": "whisper", "encoder_fallback": False, "seed": 7,
+            "checkpoint_sha256": "ab", "dropout_rng": "pcg64", "augment": {"mirror_p": 0.5},
+            "differs_from_paper": {"model.target": "offset"}, "epochs": 20}
+    rec.write_text(json.dumps({"provenance": prov}))
+    cs.write("demo-x", [{"row": "proposed", "seed": 7, "models": None}])
+    out = json.loads((tmp_path / "metrics/checkpoint_selection/demo-x.json").read_text())
+    assert out["runs"][0]["provenance"] == {k: v for k, v in prov.items() if k != "epochs"}
